@@ -1,0 +1,33 @@
+# Two entry points a fresh machine needs: `make demo` and `make test`. Each creates .venv when missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples hubconf.py
+	$(BIN)/python -m pytest -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples hubconf.py
+	$(BIN)/ruff format --check src tests benchmarks examples hubconf.py
+
+format: $(STAMP)
+	$(BIN)/ruff format src tests benchmarks examples hubconf.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_vs_torchvision.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

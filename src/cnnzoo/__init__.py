@@ -1,0 +1,13 @@
+"""cnnzoo: every classic CNN of a university course, exact, explained and torchvision-compatible.
+
+>>> import cnnzoo
+>>> model = cnnzoo.create_model("resnet50", num_classes=10)
+>>> cnnzoo.list_models("vgg*")[:2]
+['vgg11', 'vgg11_bn']
+"""
+
+from cnnzoo.registry import ModelInfo, create_model, is_model, list_models, model_info, register
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelInfo", "__version__", "create_model", "is_model", "list_models", "model_info", "register"]

@@ -1,0 +1,177 @@
+"""The model registry: one decorator, one factory, one catalogue.
+
+Every builder is registered with the facts a user asks about first (family, paper, year, the
+input it was designed for) so that `list_models`, `model_info` and the CLI never have to build
+a model to answer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+__all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register"]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one architecture without building it."""
+
+    name: str
+    family: str
+    paper: str
+    year: int
+    input_size: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    min_input_size: int  # smallest H = W the architecture accepts at its default settings
+    num_classes: int  # classes of the default head
+    torchvision: str | None = None  # torchvision's builder of the same architecture, if any
+    description: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+_INFO: dict[str, ModelInfo] = {}
+
+
+def register(
+    *,
+    family: str,
+    paper: str,
+    year: int,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    min_input_size: int = 32,
+    torchvision: bool | str = False,
+    tags: tuple[str, ...] = (),
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a keyword-only model builder under its function name.
+
+    `torchvision=True` marks a builder whose architecture (and state-dict layout) is the same as
+    torchvision's builder of the same name; a string names a differently-named torchvision twin.
+    """
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _BUILDERS:
+            raise ValueError(f"model name {name!r} is registered twice")
+        params = inspect.signature(fn).parameters
+        if "num_classes" not in params or params["num_classes"].kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"builder {name!r} must take a keyword-only num_classes argument")
+        tv_name = name if torchvision is True else (torchvision or None)
+        doc = inspect.getdoc(fn) or ""
+        _BUILDERS[name] = fn
+        _INFO[name] = ModelInfo(
+            name=name,
+            family=family,
+            paper=paper,
+            year=year,
+            input_size=tuple(input_size),  # type: ignore[arg-type]
+            min_input_size=min_input_size,
+            num_classes=int(params["num_classes"].default),
+            torchvision=tv_name,
+            description=doc.splitlines()[0] if doc else "",
+            tags=tuple(tags),
+        )
+        return fn
+
+    return decorator
+
+
+def _ensure_models_imported() -> None:
+    # Importing the package registers the families; done lazily so `registry` has no import cycle.
+    from cnnzoo import models  # noqa: F401
+
+
+def _unknown(name: str) -> KeyError:
+    close = difflib.get_close_matches(name, list(_BUILDERS), n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see cnnzoo.list_models()"
+    return KeyError(f"unknown model {name!r}{hint}")
+
+
+def is_model(name: str) -> bool:
+    _ensure_models_imported()
+    return name in _BUILDERS
+
+
+def list_models(
+    pattern: str = "*", *, family: str | None = None, torchvision: bool | None = None
+) -> list[str]:
+    """Registered model names matching a shell-style `pattern` (e.g. ``"resnet*"``), sorted."""
+    _ensure_models_imported()
+    names = [n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern)]
+    if family is not None:
+        names = [n for n in names if _INFO[n].family == family]
+    if torchvision is not None:
+        names = [n for n in names if (_INFO[n].torchvision is not None) == torchvision]
+    return sorted(names, key=_natural_key)
+
+
+def _natural_key(name: str) -> tuple:
+    # resnet18 < resnet34 < resnet101, as a person reads them.
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def model_info(name: str) -> ModelInfo:
+    """Family, paper, year, default input size and default head size of a registered model."""
+    _ensure_models_imported()
+    if name not in _INFO:
+        raise _unknown(name)
+    return _INFO[name]
+
+
+def get_builder(name: str) -> Callable[..., nn.Module]:
+    _ensure_models_imported()
+    if name not in _BUILDERS:
+        raise _unknown(name)
+    return _BUILDERS[name]
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int | None = None,
+    in_chans: int = 3,
+    pretrained: str | Path | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model, optionally loading weights from a file.
+
+    Args:
+        name: a name from `list_models()`, e.g. ``"resnet50"``.
+        num_classes: size of the classifier; defaults to the architecture's own (1000 for the
+            ImageNet nets, 10 for LeNet-5 and the CIFAR nets). 0 gives a model without a head.
+        in_chans: input channels (1 for MNIST-like data).
+        pretrained: path to a torchvision state-dict (``.pth``) or a cnnzoo ``.safetensors`` file.
+            A head of another size is replaced (and re-initialised) with a warning; a 3-channel
+            stem is adapted to `in_chans` by summing or repeating its filters.
+        **kwargs: architecture options, e.g. ``act="mish"``, ``drop_path_rate=0.1``.
+    """
+    builder = get_builder(name)
+    if num_classes is None:
+        num_classes = _INFO[name].num_classes
+    if not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
+    if not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+    try:
+        model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
+    except TypeError as e:
+        accepted = [p for p in inspect.signature(builder).parameters if p not in ("kwargs",)]
+        raise TypeError(f"{name}: {e}. Options of the builder: {', '.join(accepted)}") from e
+    model.model_name = name  # type: ignore[assignment]
+    if pretrained is not None:
+        from cnnzoo.weights import load_pretrained
+
+        load_pretrained(model, pretrained, model_name=name)
+    return model
