@@ -6,8 +6,30 @@
 ['vgg11', 'vgg11_bn']
 """
 
-from cnnzoo.registry import ModelInfo, create_model, is_model, list_models, model_info, register
+from cnnzoo.registry import (
+    ModelInfo,
+    UnknownModelError,
+    create_model,
+    is_model,
+    list_models,
+    model_info,
+    register,
+)
+from cnnzoo.weights import CheckpointError, load_pretrained, read_state_dict, save_weights
 
 __version__ = "0.1.0"
 
-__all__ = ["ModelInfo", "__version__", "create_model", "is_model", "list_models", "model_info", "register"]
+__all__ = [
+    "CheckpointError",
+    "ModelInfo",
+    "UnknownModelError",
+    "__version__",
+    "create_model",
+    "is_model",
+    "list_models",
+    "load_pretrained",
+    "model_info",
+    "read_state_dict",
+    "register",
+    "save_weights",
+]

@@ -17,7 +17,22 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register"]
+__all__ = [
+    "ModelInfo",
+    "UnknownModelError",
+    "create_model",
+    "is_model",
+    "list_models",
+    "model_info",
+    "register",
+]
+
+
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message suggests the closest names."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -91,10 +106,10 @@ def _ensure_models_imported() -> None:
     from cnnzoo import models  # noqa: F401
 
 
-def _unknown(name: str) -> KeyError:
+def _unknown(name: str) -> UnknownModelError:
     close = difflib.get_close_matches(name, list(_BUILDERS), n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see cnnzoo.list_models()"
-    return KeyError(f"unknown model {name!r}{hint}")
+    return UnknownModelError(f"unknown model {name!r}{hint}")
 
 
 def is_model(name: str) -> bool:

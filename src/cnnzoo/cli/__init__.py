@@ -1,0 +1,1 @@
+"""The `cnnzoo` command line: one entry point, one verb per capability."""

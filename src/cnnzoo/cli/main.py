@@ -1,0 +1,162 @@
+"""`cnnzoo VERB ...`: list and describe the zoo (more verbs join as their issues land).
+
+Human-readable output by default, `--format json|csv` for scripts. Errors are one line on
+stderr with exit code 2, never a traceback: the user made a mistake we can name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+# -- output helpers ---------------------------------------------------------------------------
+def _render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue().rstrip("\n")
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    numeric = [all(_is_number(r.get(c)) for r in rows) for c in columns]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(list(columns)), line(["-" * w for w in widths])]
+    out += [line(row) for row in cells]
+    return "\n".join(out)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) or (
+        isinstance(v, str) and v.replace(",", "").replace(".", "").isdigit()
+    )
+
+
+def count_params(name: str) -> int:
+    """Parameters of a registered model at its defaults, counted on the meta device (no memory)."""
+    import torch
+
+    from cnnzoo.registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+# -- verbs ------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from cnnzoo.registry import list_models, model_info
+
+    names = list_models(args.pattern, family=args.family)
+    if not names:
+        raise UsageError(f"no model matches {args.pattern!r}; try `cnnzoo list` for all names")
+    rows = []
+    for n in names:
+        info = model_info(n)
+        params = count_params(n)
+        rows.append(
+            {
+                "name": n,
+                "family": info.family,
+                "params": f"{params:,}" if args.format == "table" else params,
+                "input": "x".join(map(str, info.input_size)),
+                "torchvision": info.torchvision or "",
+                "paper": info.paper,
+            }
+        )
+    print(_render(rows, ["name", "family", "params", "input", "torchvision", "paper"], args.format))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnzoo.registry import create_model, model_info
+
+    info = model_info(args.name).to_dict()
+    with torch.device("meta"):
+        model = create_model(args.name)
+    info["params"] = sum(p.numel() for p in model.parameters())
+    info["num_features"] = getattr(model, "num_features", None)
+    info["feature_info"] = getattr(model, "feature_info", [])
+    if args.format == "json":
+        print(json.dumps(info, indent=2))
+        return 0
+    c, h, w = info["input_size"]
+    lines = [
+        f"{info['name']}: {info['description']}",
+        f"  family        {info['family']}",
+        f"  paper         {info['paper']} ({info['year']})",
+        f"  input         {c}x{h}x{w} (smallest accepted: {info['min_input_size']}x{info['min_input_size']})",
+        f"  classes       {info['num_classes']} (default head)",
+        f"  parameters    {info['params']:,}",
+        f"  torchvision   {info['torchvision'] or '-'}",
+        "  stages        "
+        + ", ".join(f"{f['module']} ({f['num_chs']} ch, /{f['reduction']})" for f in info["feature_info"]),
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+# -- wiring -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from cnnzoo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cnnzoo",
+        description="The classic CNNs of the lectures: build, inspect, compare.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnzoo {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+
+    p = sub.add_parser("list", help="list registered models (name, family, params, paper)")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
+    p.add_argument("--family", help="only this family, e.g. resnet, vgg")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="what cnnzoo knows about one model")
+    p.add_argument("name", help="a model name from `cnnzoo list`")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    from cnnzoo.registry import UnknownModelError
+    from cnnzoo.weights import CheckpointError
+
+    try:
+        return func(args)
+    except (UsageError, UnknownModelError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"cnnzoo: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cnnzoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Checkpoint files: read them safely, convert their keys, fit them to the model, save them.
+
+Kept out of the model files on purpose: a model file describes an architecture; how other
+projects named its tensors is a separate concern.
+
+Reading never runs pickled code: `.pth` files go through ``torch.load(weights_only=True)``,
+which accepts tensors and plain containers only, and `.safetensors` files cannot hold code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "fit_state_dict",
+    "load_pretrained",
+    "read_state_dict",
+    "register_key_converter",
+    "save_weights",
+]
+
+StateDict = dict[str, torch.Tensor]
+
+# Containers other trainers wrap the weights in (Lightning, timm, DeiT, our own trainer).
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema")
+# Prefixes added by DataParallel/DDP ("module.") and torch.compile ("_orig_mod.").
+_PREFIXES = ("module.", "_orig_mod.")
+_SHOW = 8  # how many offending keys an error message lists
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+# family -> function rewriting a foreign state dict's keys into cnnzoo's names.
+_CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {}
+
+
+def register_key_converter(family: str) -> Callable[[Callable[[StateDict], StateDict]], Callable]:
+    """Register a key converter for a model family (applied before fitting)."""
+
+    def decorator(fn: Callable[[StateDict], StateDict]) -> Callable[[StateDict], StateDict]:
+        _CONVERTERS[family] = fn
+        return fn
+
+    return decorator
+
+
+def read_state_dict(path: str | os.PathLike) -> StateDict:
+    """Tensors of a `.safetensors` or PyTorch (`.pth`, `.pt`, `.bin`) file, unwrapped and unprefixed."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} does not exist; pass the path of a .pth or .safetensors file"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state: Any = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({e})") from e
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError here
+            text = str(e)
+            if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} contains pickled Python objects beyond tensors; cnnzoo does "
+                    "not execute pickled code. Re-save it as a state dict (torch.save(model.state_dict(), f)) "
+                    "or as safetensors"
+                ) from e
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} could not be read ({type(e).__name__}: {_first_sentence(text)}); "
+                "is it a complete PyTorch or safetensors file?"
+            ) from e
+    return _unwrap(state, path)
+
+
+def _first_sentence(text: str) -> str:
+    line = (text.strip().splitlines() or [""])[0]
+    return line.split(". ")[0][:160]
+
+
+def _unwrap(state: Any, path: Path) -> StateDict:
+    while isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
+        inner = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), Mapping)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a state dict of tensors"
+        )
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds no tensors (keys: {list(state)[:_SHOW]})")
+    out: StateDict = {}
+    for k, v in tensors.items():
+        for p in _PREFIXES:
+            while k.startswith(p):
+                k = k[len(p) :]
+        out[k] = v
+    return out
+
+
+def _first_conv_key(model: nn.Module) -> str | None:
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return f"{name}.weight"
+    return None
+
+
+def _adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Fit an RGB stem to `in_chans` inputs, keeping the response to a grey image the same.
+
+    One channel: sum the three filters (a grey image x gives the RGB net's response to (x, x, x)).
+    More channels: repeat the filters and rescale so the summed response is unchanged.
+    """
+    c = weight.shape[1]
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    reps = -(-in_chans // c)
+    return weight.repeat(1, reps, 1, 1)[:, :in_chans] * (c / in_chans)
+
+
+def fit_state_dict(model: nn.Module, state: StateDict, *, source: str = "checkpoint") -> StateDict:
+    """Make `state` load strictly into `model`: adapt the stem, drop a head of another size.
+
+    Raises CheckpointError naming the missing, unexpected and mis-shaped keys otherwise.
+    """
+    target = model.state_dict()
+    state = dict(state)
+    name = getattr(model, "model_name", type(model).__name__)
+
+    stem = _first_conv_key(model)
+    if stem and stem in state and stem in target:
+        have, want = state[stem].shape, target[stem].shape
+        if have != want and have[0] == want[0] and have[2:] == want[2:]:
+            state[stem] = _adapt_stem(state[stem], want[1])
+            warnings.warn(
+                f"{source}: stem {stem!r} has {have[1]} input channels, the model {want[1]}; "
+                "its filters were adapted (summed or repeated)",
+                stacklevel=3,
+            )
+
+    head = getattr(model, "head_name", None)
+    if head:
+        head_keys = [k for k in (f"{head}.weight", f"{head}.bias") if k in state]
+        mismatched = [k for k in head_keys if k not in target or state[k].shape != target[k].shape]
+        if mismatched:
+            file_classes = state[head_keys[0]].shape[0]
+            for k in head_keys:
+                del state[k]
+            classes = getattr(model, "num_classes", "?")
+            warnings.warn(
+                f"{source}: its {file_classes}-way classifier {head!r} was replaced by this model's "
+                f"freshly initialised {classes}-way head (num_classes={classes}); train or fine-tune it",
+                stacklevel=3,
+            )
+            for k in (f"{head}.weight", f"{head}.bias"):
+                if k in target:
+                    state[k] = target[k]
+
+    # BatchNorm's counter is bookkeeping, absent from old checkpoints: keep the model's own.
+    for k, v in target.items():
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = v
+
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [
+        f"{k} (file {tuple(state[k].shape)}, model {tuple(target[k].shape)})"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", shapes),
+        ):
+            if keys:
+                more = f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
+                parts.append(f"{label}: {', '.join(keys[:_SHOW])}{more}")
+        hint = ""
+        if len(missing) > len(target) // 2:
+            hint = "; the file looks like a different architecture - check the model name"
+        raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(parts) + hint)
+    return state
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike, *, model_name: str | None = None) -> nn.Module:
+    """Load a torchvision `.pth` or cnnzoo `.safetensors` file into `model` (in place)."""
+    from cnnzoo.registry import model_info
+
+    state = read_state_dict(path)
+    family = model_info(model_name).family if model_name else None
+    if family in _CONVERTERS:
+        state = _CONVERTERS[family](state)
+    state = fit_state_dict(model, state, source=f"checkpoint {os.fspath(path)!r}")
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def save_weights(
+    model: nn.Module, path: str | os.PathLike, *, metadata: Mapping[str, Any] | None = None
+) -> Path:
+    """Write the model's tensors to a `.safetensors` file atomically (temp file, then rename).
+
+    The architecture name and any `metadata` go into the file's header as JSON strings, so the
+    file says what it holds.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path).expanduser()
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"save_weights writes safetensors; give the path a .safetensors suffix, not {path.suffix!r}"
+        )
+    meta = {"format": "pt", "cnnzoo_model": str(getattr(model, "model_name", type(model).__name__))}
+    for k, v in (metadata or {}).items():
+        meta[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

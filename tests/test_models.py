@@ -1,0 +1,82 @@
+"""Registry-wide checks: every registered model, the same questions (timm's test_models.py idea).
+
+Small inputs keep CI fast: each model runs at the larger of 32 px and its smallest accepted size
+(its native size when that is smaller, as for LeNet-5 at 28 px).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import cnnzoo
+
+ALL = cnnzoo.list_models()
+
+
+def input_px(name: str) -> int:
+    info = cnnzoo.model_info(name)
+    native = info.input_size[1]
+    return native if native <= 32 else max(32, info.min_input_size)
+
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_forward_backward_default(name: str) -> None:
+    info = cnnzoo.model_info(name)
+    model = cnnzoo.create_model(name)
+    c, s = info.input_size[0], input_px(name)
+    out = model(torch.randn(2, c, s, s))
+    assert out.shape == (2, info.num_classes)
+    assert torch.isfinite(out).all()
+    out.float().pow(2).mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite gradients: {bad[:5]}"
+
+    # The interface: features -> head, pre-logits width, stages.
+    model.eval()
+    with torch.no_grad():
+        x = torch.randn(1, c, s, s)
+        feats = model.forward_features(x)
+        assert feats.shape[1] == model.feature_info[-1]["num_chs"]
+        assert torch.equal(model.forward_head(feats), model(x))
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.num_features)
+        reductions = [f["reduction"] for f in model.feature_info]
+        assert reductions == sorted(reductions)
+        for n_cls in (5, 0):
+            model.reset_classifier(n_cls)
+            width = n_cls or model.num_features
+            assert model(x).shape == (1, width)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_classes_and_channels(name: str) -> None:
+    s = input_px(name)
+    model = cnnzoo.create_model(name, num_classes=7, in_chans=1).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, s, s))
+    assert out.shape == (2, 7)
+    assert torch.isfinite(out).all()
+
+    # A wrong channel count is a ValueError that names the expected shape.
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 1, "):
+        model(torch.randn(2, 3, s, s))
+
+    # The smallest accepted input works; one pixel less is refused with the expected shape.
+    info = cnnzoo.model_info(name)
+    assert model.min_input_size == info.min_input_size, "registry and model disagree on min size"
+    if getattr(model, "fixed_input_size", None) is None:
+        m = info.min_input_size
+        with torch.no_grad():
+            assert model(torch.randn(1, 1, m, m)).shape == (1, 7)
+        if m > 1:
+            with pytest.raises(ValueError, match="expects input of shape"):
+                model(torch.randn(1, 1, m - 1, m - 1))
