@@ -156,7 +156,7 @@ def create_model(
     name: str,
     *,
     num_classes: int | None = None,
-    in_chans: int = 3,
+    in_chans: int | None = None,
     pretrained: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -166,24 +166,30 @@ def create_model(
         name: a name from `list_models()`, e.g. ``"resnet50"``.
         num_classes: size of the classifier; defaults to the architecture's own (1000 for the
             ImageNet nets, 10 for LeNet-5 and the CIFAR nets). 0 gives a model without a head.
-        in_chans: input channels (1 for MNIST-like data).
+        in_chans: input channels; defaults to the architecture's own (3, or 1 for LeNet-5).
         pretrained: path to a torchvision state-dict (``.pth``) or a cnnzoo ``.safetensors`` file.
             A head of another size is replaced (and re-initialised) with a warning; a 3-channel
             stem is adapted to `in_chans` by summing or repeating its filters.
         **kwargs: architecture options, e.g. ``act="mish"``, ``drop_path_rate=0.1``.
     """
     builder = get_builder(name)
+    info = _INFO[name]
     if num_classes is None:
-        num_classes = _INFO[name].num_classes
-    if not isinstance(num_classes, int) or num_classes < 0:
+        num_classes = info.num_classes
+    if in_chans is None:
+        in_chans = info.input_size[0]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
         raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
-    if not isinstance(in_chans, int) or in_chans < 1:
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
     try:
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
-        accepted = [p for p in inspect.signature(builder).parameters if p not in ("kwargs",)]
-        raise TypeError(f"{name}: {e}. Options of the builder: {', '.join(accepted)}") from e
+        if "unexpected keyword argument" not in str(e):
+            raise  # a bug inside the builder, not the caller's option
+        raise TypeError(
+            f"{name} does not take that option ({e}); see help(cnnzoo.get_builder({name!r}))"
+        ) from e
     model.model_name = name  # type: ignore[assignment]
     if pretrained is not None:
         from cnnzoo.weights import load_pretrained
