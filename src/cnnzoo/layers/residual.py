@@ -137,6 +137,13 @@ class PlainBlock(nn.Module):
         return self.act_out(self.bn2(self.conv2(out)))
 
 
+def _split_stride(stride: int, stride_on: str) -> tuple[int, int]:
+    """(stride of the first 1x1, stride of the 3x3) for a bottleneck."""
+    if stride_on not in ("1x1", "3x3"):
+        raise ValueError(f"stride_on must be '1x1' (v1) or '3x3' (v1.5), got {stride_on!r}")
+    return (stride, 1) if stride_on == "1x1" else (1, stride)
+
+
 class Bottleneck(_Residual):
     """1x1 reduce -> 3x3 -> 1x1 expand (He et al. 2015, Fig. 5 right).
 
@@ -162,10 +169,8 @@ class Bottleneck(_Residual):
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
-        if stride_on not in ("1x1", "3x3"):
-            raise ValueError(f"stride_on must be '1x1' (v1) or '3x3' (v1.5), got {stride_on!r}")
         mid = mid_ch or out_ch // self.expansion
-        s1, s3 = (stride, 1) if stride_on == "1x1" else (1, stride)
+        s1, s3 = _split_stride(stride, stride_on)
         self.conv1 = conv1x1(in_ch, mid, s1)
         self.bn1 = nn.BatchNorm2d(mid)
         self.act1 = get_act(act, mid)
@@ -257,6 +262,7 @@ class PreActBottleneck(_PreAct):
         *,
         mid_ch: int | None = None,
         groups: int = 1,
+        stride_on: str = "3x3",
         act: str = "relu",
         shortcut: str = "B",
         se_reduction: int | None = None,
@@ -264,12 +270,13 @@ class PreActBottleneck(_PreAct):
     ) -> None:
         super().__init__()
         mid = mid_ch or out_ch // self.expansion
+        s1, s3 = _split_stride(stride, stride_on)
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.act1 = get_act(act, in_ch)
-        self.conv1 = conv1x1(in_ch, mid)
+        self.conv1 = conv1x1(in_ch, mid, s1)
         self.bn2 = nn.BatchNorm2d(mid)
         self.act2 = get_act(act, mid)
-        self.conv2 = conv3x3(mid, mid, stride, groups=groups)
+        self.conv2 = conv3x3(mid, mid, s3, groups=groups)
         self.bn3 = nn.BatchNorm2d(mid)
         self.act3 = get_act(act, mid)
         self.conv3 = conv1x1(mid, out_ch)

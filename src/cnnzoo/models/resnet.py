@@ -21,8 +21,10 @@ from torch import nn
 from cnnzoo.layers import (
     BasicBlock,
     Bottleneck,
+    PlainBlock,
     PreActBasicBlock,
     PreActBottleneck,
+    conv3x3,
     drop_path_rates,
     get_act,
     resolve_act,
@@ -33,6 +35,7 @@ from cnnzoo.registry import register
 __all__ = ["RESNET_SPECS", "ResNet", "StageSpec"]
 
 _BLOCKS: dict[str, type[nn.Module]] = {
+    "plain": PlainBlock,
     "basic": BasicBlock,
     "bottleneck": Bottleneck,
     "preact_basic": PreActBasicBlock,
@@ -54,20 +57,29 @@ def imagenet_stages(depths: Sequence[int]) -> tuple[StageSpec, ...]:
 
 
 class ResNet(ZooModel):
-    """A stem, four residual stages, global average pooling and one linear layer.
+    """A stem, residual (or plain) stages, global average pooling and one linear layer.
+
+    One class serves the ImageNet nets here and the CIFAR nets of `cifar_resnet.py`: they differ
+    only in data (stem, stage specs, block kind, shortcut kind), as in pycls.
 
     Args:
-        block: "basic", "bottleneck", "preact_basic" or "preact_bottleneck".
+        block: "basic", "bottleneck", "preact_basic", "preact_bottleneck" or "plain" (no shortcut).
         stages: one StageSpec per stage.
-        groups, width_per_group: ResNeXt's cardinality and per-group bottleneck width
-            (1 and 64 give a plain ResNet; width_per_group=128 gives Wide ResNet-50-2).
-        variant: "v1.5" (stride on the bottleneck's 3x3, torchvision's default) or "v1"
+        stem: "imagenet" (7x7/2 conv + 3x3/2 max-pool: 224 -> 56) or "cifar" (one 3x3 conv, no
+            downsampling: a 32-px image has no resolution to spare).
+        stem_width: output channels of the stem conv.
+        groups, width_per_group: ResNeXt's cardinality and per-group bottleneck width of a
+            64-wide stage (1 and 64 give a plain ResNet; width_per_group=128 gives WRN-50-2).
+        variant: "v1.5" (a bottleneck's stride on its 3x3, torchvision's default) or "v1"
             (stride on the first 1x1, as in the paper and its FLOP counts).
+        shortcut: where a block changes shape, "B" projects (1x1 conv) and "A" zero-pads
+            (He et al.'s parameter-free option).
         act: activation by name (see `cnnzoo.layers.ACTIVATIONS`).
         se: squeeze-and-excitation in every block: True for the paper's reduction 16, or an int.
+        dropout: dropout between the two convs of a pre-activation basic block (WRN's regulariser).
         drop_path_rate: stochastic depth rate of the last block; earlier blocks decay linearly.
-        zero_init_residual: start each block's last BN at zero so every block begins as identity
-            (Goyal et al. 2017), which helps large-batch training.
+        zero_init_residual: start every residual branch at zero so each block begins as the
+            identity (Goyal et al. 2017), which helps large-batch training.
     """
 
     def __init__(
@@ -77,11 +89,15 @@ class ResNet(ZooModel):
         *,
         num_classes: int = 1000,
         in_chans: int = 3,
+        stem: str = "imagenet",
+        stem_width: int = 64,
         groups: int = 1,
         width_per_group: int = 64,
         variant: str = "v1.5",
+        shortcut: str = "B",
         act: str = "relu",
         se: bool | int = False,
+        dropout: float = 0.0,
         drop_path_rate: float = 0.0,
         zero_init_residual: bool = False,
     ) -> None:
@@ -90,39 +106,58 @@ class ResNet(ZooModel):
             raise ValueError(f"unknown block {block!r}; choose one of {', '.join(_BLOCKS)}")
         if variant not in ("v1", "v1.5"):
             raise ValueError(f"variant must be 'v1' or 'v1.5', got {variant!r}")
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        if block == "plain" and (drop_path_rate > 0 or se):
+            raise ValueError("a plain net has no residual branch: drop_path_rate and se must be off")
+        if dropout > 0 and block != "preact_basic":
+            raise ValueError(f"dropout is the WRN regulariser of 'preact_basic' blocks, not of {block!r}")
         act = resolve_act(act)
         self.in_chans, self.num_classes = in_chans, num_classes
         self.preact = block.startswith("preact")
         block_cls = _BLOCKS[block]
         expansion = block_cls.expansion  # type: ignore[attr-defined]
-        bottleneck = expansion > 1
         se_reduction = (16 if se is True else int(se)) if se else None
 
-        # Stem: 224 -> 112 (7x7/2) -> 56 (3x3/2 max-pool). A pre-activation net leaves the stem
-        # un-normalised: the first block's BN-act is "the first activation right after conv1"
-        # (He et al. 2016, appendix).
-        self.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(64)
-        self.act1 = nn.Identity() if self.preact else get_act(act, 64)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.feature_info = [{"module": "act1", "num_chs": 64, "reduction": 2}]
+        # A pre-activation net leaves the stem un-normalised: the first block's BN-act is "the
+        # first activation right after conv1" (He et al. 2016, appendix).
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(in_chans, stem_width)
+        self.bn1 = nn.Identity() if self.preact else nn.BatchNorm2d(stem_width)
+        self.act1 = nn.Identity() if self.preact else get_act(act, stem_width)
+        self.maxpool = (
+            nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
+        )
+        reduction = 2 if stem == "imagenet" else 1
+        self.feature_info = [{"module": "act1", "num_chs": stem_width, "reduction": reduction}]
+        reduction *= 2 if stem == "imagenet" else 1
+        # Every layer maps n px to ceil(n / 2) px or keeps it ('same' 3x3/2 and 7x7/2 convs, the
+        # padded max-pool, strided 1x1 projections, option A's [::2]), so even 1 px passes.
+        self.min_input_size = 1
 
+        block_kw: dict[str, Any] = {"act": act}
+        if block != "plain":
+            block_kw |= {"shortcut": shortcut, "se_reduction": se_reduction}
+        if expansion > 1:
+            block_kw |= {"groups": groups, "stride_on": "1x1" if variant == "v1" else "3x3"}
+        if dropout > 0:
+            block_kw["dropout"] = dropout
         rates = iter(drop_path_rates(drop_path_rate, sum(s.depth for s in stages)))
-        in_ch, reduction = 64, 4
+        in_ch = stem_width
         for i, spec in enumerate(stages):
             out_ch = spec.width * expansion
+            if expansion > 1:
+                block_kw["mid_ch"] = int(spec.width * width_per_group / 64) * groups
             blocks = []
             for j in range(spec.depth):
-                kw: dict[str, Any] = {"act": act, "se_reduction": se_reduction, "drop_path": next(rates)}
-                if bottleneck:
-                    kw["mid_ch"] = int(spec.width * width_per_group / 64) * groups
-                    kw["groups"] = groups
-                    if not self.preact:
-                        kw["stride_on"] = "1x1" if variant == "v1" else "3x3"
-                stride = spec.stride if j == 0 else 1
-                blocks.append(block_cls(in_ch, out_ch, stride, **kw))
+                rate = next(rates)
+                if block != "plain":
+                    block_kw["drop_path"] = rate
+                blocks.append(block_cls(in_ch, out_ch, spec.stride if j == 0 else 1, **block_kw))
                 in_ch = out_ch
-            reduction *= spec.stride if i > 0 else 1
+            reduction *= spec.stride
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append({"module": f"layer{i + 1}", "num_chs": out_ch, "reduction": reduction})
         self.num_stages = len(stages)
@@ -137,18 +172,25 @@ class ResNet(ZooModel):
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:
-        # He et al. 2015's "MSRA" init on the fan-out, as torchvision does.
+        # He et al. 2015's "MSRA" init on the fan-out, as torchvision and the papers' code do;
+        # BatchNorm starts at weight 1, bias 0. Before training, eval-mode BN (running mean 0,
+        # variance 1) normalises nothing, so each residual block roughly doubles the signal: an
+        # untrained ResNet-1202 or ResNet-1001 overflows float32 in eval mode. Training mode, and
+        # any trained net, are unaffected; zero_init_residual=True also avoids it.
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        if zero_init_residual:
-            for m in self.modules():
-                last_bn = getattr(m, "bn3", None) if isinstance(m, Bottleneck) else getattr(m, "bn2", None)
-                if isinstance(m, BasicBlock | Bottleneck) and last_bn is not None:
-                    nn.init.zeros_(last_bn.weight)
+        if not zero_init_residual:
+            return
+        for m in self.modules():
+            if isinstance(m, BasicBlock | Bottleneck):
+                nn.init.zeros_(m.bn3.weight if isinstance(m, Bottleneck) else m.bn2.weight)
+            elif isinstance(m, PreActBasicBlock | PreActBottleneck):
+                # No BN follows a pre-activation branch's last conv, so that conv starts at zero.
+                nn.init.zeros_(m.conv3.weight if isinstance(m, PreActBottleneck) else m.conv2.weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
