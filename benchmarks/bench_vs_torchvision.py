@@ -70,7 +70,9 @@ def bench(name: str, batch: int, size: int, rounds: int, warmup: int, device: to
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--names", nargs="*", default=None, help="models (default: every shared name)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=112, help="input height = width")

@@ -20,8 +20,6 @@ def input_px(name: str) -> int:
     return native if native <= 32 else max(32, info.min_input_size)
 
 
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
