@@ -20,6 +20,12 @@ def input_px(name: str) -> int:
     return native if native <= 32 else max(32, info.min_input_size)
 
 
+def outputs(out: torch.Tensor | tuple) -> list[torch.Tensor]:
+    """All heads' outputs: a tensor, or (logits, *auxiliary logits) for nets with auxiliary
+    classifiers in training mode (GoogLeNet), so that the auxiliary heads get gradients too."""
+    return [out] if isinstance(out, torch.Tensor) else [o for o in out if o is not None]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
@@ -30,10 +36,11 @@ def test_forward_backward_default(name: str) -> None:
     info = cnnzoo.model_info(name)
     model = cnnzoo.create_model(name)
     c, s = info.input_size[0], input_px(name)
-    out = model(torch.randn(2, c, s, s))
-    assert out.shape == (2, info.num_classes)
-    assert torch.isfinite(out).all()
-    out.float().pow(2).mean().backward()
+    outs = outputs(model(torch.randn(2, c, s, s)))
+    for out in outs:
+        assert out.shape == (2, info.num_classes)
+        assert torch.isfinite(out).all()
+    sum(out.float().pow(2).mean() for out in outs).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
     bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
@@ -62,9 +69,10 @@ def test_classes_and_channels(name: str) -> None:
     # variance 1) normalises nothing, and 600 un-normalised blocks (ResNet-1202) overflow.
     model = cnnzoo.create_model(name, num_classes=7, in_chans=1)
     with torch.no_grad():
-        out = model(torch.randn(2, 1, s, s))
-    assert out.shape == (2, 7)
-    assert torch.isfinite(out).all()
+        outs = outputs(model(torch.randn(2, 1, s, s)))
+    for out in outs:
+        assert out.shape == (2, 7)
+        assert torch.isfinite(out).all()
     model.eval()
 
     # A wrong channel count is a ValueError that names the expected shape.

@@ -1,6 +1,17 @@
 """Model families, one module each. Importing this package registers every builder."""
 
-from cnnzoo.models import alexnet, cifar_resnet, lenet, resnet, vgg  # noqa: F401
+from cnnzoo.models import (  # noqa: F401
+    alexnet,
+    cifar_resnet,
+    densenet,
+    efficientnet,
+    googlenet,
+    lenet,
+    mobilenet,
+    resnet,
+    shufflenet,
+    vgg,
+)
 from cnnzoo.models.base import ZooModel
 
 __all__ = ["ZooModel"]
