@@ -137,3 +137,21 @@ def test_grey_input_adapts_rgb_stem(tv_resnet18: torch.nn.Module, tv_file: Path)
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         assert torch.allclose(grey(x), tv_resnet18(x.expand(-1, 3, -1, -1)), rtol=1e-4, atol=1e-5)
+
+
+def test_googlenet_checkpoint_fits_without_aux_heads_and_other_class_counts(tmp_path: Path) -> None:
+    # torchvision's GoogLeNet files always hold aux1/aux2; a model built without them, or with
+    # another number of classes, must still load the trunk (and say what it skipped or replaced).
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's own FutureWarning about its init
+        reference = torchvision.models.googlenet(aux_logits=True, init_weights=True).eval()
+    path = tmp_path / "googlenet.pth"
+    torch.save(reference.state_dict(), path)
+    with pytest.warns(UserWarning, match="'aux1' is not part of this model"):
+        bare = cnnzoo.create_model("googlenet", aux_logits=False, pretrained=path).eval()
+    assert _same(bare, reference, torch.randn(1, 3, 64, 64))
+    with pytest.warns(UserWarning, match=r"classifier 'aux2\.fc2' was replaced"):
+        ten = cnnzoo.create_model("googlenet", num_classes=10, pretrained=path)
+    assert ten.aux1.fc2.out_features == 10 and ten.fc.out_features == 10
+    assert torch.equal(ten.inception4a.branch1.conv.weight, reference.inception4a.branch1.conv.weight)

@@ -156,8 +156,21 @@ def fit_state_dict(model: nn.Module, state: StateDict, *, source: str = "checkpo
                 stacklevel=3,
             )
 
-    head = getattr(model, "head_name", None)
-    if head:
+    # Submodules a checkpoint may carry that this configuration leaves out (GoogLeNet's
+    # auxiliary heads with aux_logits=False): their tensors are dropped, not reported.
+    for prefix in getattr(model, "optional_prefixes", ()):
+        if not any(k.startswith(prefix) for k in target):
+            dropped = [k for k in state if k.startswith(prefix)]
+            for k in dropped:
+                del state[k]
+            if dropped:
+                warnings.warn(
+                    f"{source}: {prefix.rstrip('.')!r} is not part of this model; its tensors were skipped",
+                    stacklevel=3,
+                )
+
+    heads = [h for h in (getattr(model, "head_name", None), *getattr(model, "extra_head_names", ())) if h]
+    for head in heads:
         head_keys = [k for k in (f"{head}.weight", f"{head}.bias") if k in state]
         mismatched = [k for k in head_keys if k not in target or state[k].shape != target[k].shape]
         if mismatched:

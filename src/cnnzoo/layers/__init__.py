@@ -2,8 +2,12 @@
 
 from cnnzoo.layers.activations import ACTIVATIONS, Maxout, get_act, resolve_act
 from cnnzoo.layers.conv_bn_act import ConvBnAct, conv1x1, conv3x3
+from cnnzoo.layers.dense import DenseBlock, DenseLayer, Transition
+from cnnzoo.layers.depthwise import DepthwiseSeparable, InvertedResidual, make_divisible
 from cnnzoo.layers.drop_path import DropPath, drop_path, drop_path_rates
+from cnnzoo.layers.inception import BasicConv2d, InceptionModule
 from cnnzoo.layers.lrn import LocalResponseNorm, alexnet_lrn
+from cnnzoo.layers.mbconv import MBConv
 from cnnzoo.layers.residual import (
     BasicBlock,
     Bottleneck,
@@ -14,26 +18,40 @@ from cnnzoo.layers.residual import (
     make_shortcut,
 )
 from cnnzoo.layers.se import SqueezeExcite
+from cnnzoo.layers.shuffle import ChannelShuffle, ShuffleUnitV1, ShuffleUnitV2, channel_shuffle
 
 __all__ = [
     "ACTIVATIONS",
     "BasicBlock",
+    "BasicConv2d",
     "Bottleneck",
+    "ChannelShuffle",
     "ConvBnAct",
+    "DenseBlock",
+    "DenseLayer",
+    "DepthwiseSeparable",
     "DropPath",
+    "InceptionModule",
+    "InvertedResidual",
     "LocalResponseNorm",
+    "MBConv",
     "Maxout",
     "PadShortcut",
     "PlainBlock",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "ShuffleUnitV1",
+    "ShuffleUnitV2",
     "SqueezeExcite",
+    "Transition",
     "alexnet_lrn",
+    "channel_shuffle",
     "conv1x1",
     "conv3x3",
     "drop_path",
     "drop_path_rates",
     "get_act",
+    "make_divisible",
     "make_shortcut",
     "resolve_act",
 ]

@@ -3,6 +3,10 @@
 Squeeze: global average pool to one number per channel. Excite: a two-layer bottleneck MLP
 (reduction r = 16 in the paper) ending in a sigmoid gives each channel a weight in (0, 1).
 The MLP is written with 1x1 convolutions so it works on (N, C, 1, 1) without reshapes.
+
+Later nets size the bottleneck from something other than the gated width: MBConv (Tan & Le
+2019) squeezes to a quarter of the block's *input* channels, not of the expanded ones it gates,
+so `hidden` may be given outright.
 """
 
 from __future__ import annotations
@@ -17,10 +21,17 @@ __all__ = ["SqueezeExcite"]
 
 class SqueezeExcite(nn.Module):
     def __init__(
-        self, channels: int, reduction: int = 16, *, act: str = "relu", min_channels: int = 8
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        act: str = "relu",
+        min_channels: int = 8,
+        hidden: int | None = None,
     ) -> None:
         super().__init__()
-        hidden = max(min_channels, channels // reduction)
+        if hidden is None:
+            hidden = max(min_channels, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
         self.act = get_act(act, hidden)
         self.fc2 = nn.Conv2d(hidden, channels, 1)

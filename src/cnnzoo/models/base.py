@@ -26,6 +26,10 @@ class ZooModel(nn.Module):
     min_input_size: int = 1  # smallest H = W the layers accept
     fixed_input_size: int | None = None  # set when a flatten ties the head to one input size
     head_name: str = "fc"  # dotted path of the final Linear inside the model
+    # Final Linears of auxiliary classifiers, refitted like the head when a checkpoint is loaded.
+    extra_head_names: tuple[str, ...] = ()
+    # Submodule prefixes a checkpoint may hold that some configurations leave out.
+    optional_prefixes: tuple[str, ...] = ()
     feature_info: list[dict[str, Any]]
 
     # -- input validation -------------------------------------------------------------------
