@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -26,7 +26,9 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks examples hubconf.py
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/bench_vs_torchvision.py
+	$(BIN)/python benchmarks/bench_profile.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -27,7 +27,10 @@ import cnnzoo
 def train_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
+        out = model(x)
+        # GoogLeNet returns (logits, aux2, aux1) in training mode: train all heads, as its recipe does.
+        outs = [out] if isinstance(out, torch.Tensor) else [o for o in out if o is not None]
+        sum(o.sum() for o in outs).backward()
 
     return step
 

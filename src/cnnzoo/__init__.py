@@ -4,8 +4,11 @@
 >>> model = cnnzoo.create_model("resnet50", num_classes=10)
 >>> cnnzoo.list_models("vgg*")[:2]
 ['vgg11', 'vgg11_bn']
+>>> cnnzoo.profile("alexnet_paper").total_params   # the lecture's per-layer table, exact
+62378344
 """
 
+from cnnzoo.analysis import Profile, profile
 from cnnzoo.registry import (
     ModelInfo,
     UnknownModelError,
@@ -23,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ModelInfo",
+    "Profile",
     "UnknownModelError",
     "__version__",
     "create_model",
@@ -31,6 +35,7 @@ __all__ = [
     "list_models",
     "load_pretrained",
     "model_info",
+    "profile",
     "read_state_dict",
     "register",
     "save_weights",

@@ -1,4 +1,4 @@
-"""`cnnzoo VERB ...`: list and describe the zoo (more verbs join as their issues land).
+"""`cnnzoo VERB ...`: list, describe, profile and compare the zoo (more verbs join as their issues land).
 
 Human-readable output by default, `--format json|csv` for scripts. Errors are one line on
 stderr with exit code 2, never a traceback: the user made a mistake we can name.
@@ -116,6 +116,67 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_input(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        size = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if not size or any(v < 1 for v in size):
+        raise UsageError(f"--input takes CxHxW, e.g. 3x224x224, not {text!r}")
+    return size
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from cnnzoo.analysis import profile
+    from cnnzoo.analysis.formats import render_profile
+
+    if args.depth is not None and args.depth < 1:
+        raise UsageError(f"--depth must be >= 1, got {args.depth}")
+    p = profile(args.name, _parse_input(args.input))
+    print(render_profile(p, args.format, depth=args.depth, all_rows=args.all))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cnnzoo.analysis.compare import compare, plot_accuracy_vs_macs
+    from cnnzoo.analysis.formats import render_rows
+    from cnnzoo.registry import model_info
+
+    for name in args.names:
+        model_info(name)  # an unknown name fails before any work
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise UsageError("--plot needs matplotlib: pip install 'cnnzoo[plot]'") from e
+    rows = compare(args.names, _parse_input(args.input))
+    if args.format in ("json", "csv"):
+        print(render_rows(rows, list(rows[0]), args.format))
+    else:
+        table = [
+            {
+                "name": r["name"],
+                "input": r["input"],
+                "params (M)": f"{r['params'] / 1e6:.2f}",
+                "MACs (G)": f"{r['macs'] / 1e9:.3f}",
+                "memory (MB)": f"{r['memory_bytes'] / 2**20:.1f}",
+                "RF": "" if r["receptive_field"] is None else r["receptive_field"],
+                "top-1 (%)": "" if r["top1"] is None else f"{r['top1']:.2f}",
+            }
+            for r in rows
+        ]
+        print(render_rows(table, list(table[0]), args.format))
+    if args.plot:
+        try:
+            path = plot_accuracy_vs_macs(rows, args.plot)
+        except ImportError as e:
+            raise UsageError(str(e)) from e
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
 # -- wiring -----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from cnnzoo import __version__
@@ -138,6 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="a model name from `cnnzoo list`")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "summary",
+        help="the lecture's per-layer table: shapes, memory, params, MACs, receptive field",
+        description="One row per layer in execution order, the lecture's columns, with totals. "
+        "Elementwise rows (activations, BatchNorm, residual adds) are hidden unless --all.",
+    )
+    p.add_argument("name", help="a model name from `cnnzoo list`")
+    p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224 (default: the model's)")
+    p.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+    p.add_argument("--depth", type=int, metavar="N", help="merge rows into modules N levels deep")
+    p.add_argument("--all", action="store_true", help="also show elementwise rows")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser(
+        "compare",
+        help="models side by side: params, MACs, memory, receptive field, top-1",
+        description="Top-1 is torchvision's published ImageNet accuracy for models with a "
+        "torchvision twin (blank otherwise).",
+    )
+    p.add_argument("names", nargs="+", metavar="NAME", help="model names from `cnnzoo list`")
+    p.add_argument("--input", metavar="CxHxW", help="one input size for all (default: each model's)")
+    p.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+    p.add_argument("--plot", metavar="OUT.png", help="also plot top-1 against MACs (needs matplotlib)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

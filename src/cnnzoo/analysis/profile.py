@@ -1,0 +1,814 @@
+"""`profile()`: the lectures' per-layer table, exact, for any PyTorch model.
+
+How it sees a model: module hooks give the names, a `TorchFunctionMode` sees every call at the
+level the model's code is written in (`F.conv2d`, `x + identity`, `torch.cat`, `x @ w`), and a
+`TorchDispatchMode` below it sees every aten operator, where the multiply-accumulates are counted
+(`counting.py`). Each activation carries its receptive field as an attribute, transformed by
+every call it passes through (`receptive_field.py`).
+
+Rows, in execution order:
+
+- one per call of a leaf module (a module without children: `Conv2d`, `ReLU`, `BatchNorm2d`,
+  ...); everything its forward does (functional calls, in-place ops) is that row's cost;
+- one per functional call made outside any leaf module that reads an activation and returns a
+  tensor: the residual add, a concat, `torch.flatten`, `x.mean((2, 3))`, `F.conv2d(x, w)`,
+  `x @ w`. Such a row is named after the module whose forward made the call, e.g.
+  `layer1.0.add`, `flatten`, `layer2.0.se.mean` (`_1`, `_2` number repeats within one call).
+  Queries (`x.shape`, `x.size()`, `x.dim()`) and computations on parameters alone
+  (`self.weight.view(...)`) get no row; a parameter they prepare is charged to the row using it.
+
+A row whose output has its input's shape and which costs no multiply-accumulate and is not a
+pooling (activations, BatchNorm, dropout, identity, residual adds, gates) is marked
+`elementwise`: the tables hide it by default, as the lectures do, and `total_memory_bytes` does
+not count it (frameworks compute such outputs in place or fuse them into the layer before).
+
+Counting conventions:
+
+- `macs`: multiply-accumulates of convolutions and matrix products only: torchvision's "GFLOPS"
+  and the ResNet paper's "FLOPs" are this number. It equals torch's `FlopCounterMode` total / 2.
+- `ops`: the other operations (pointwise, BatchNorm, pooling, reductions; see `counting.py`);
+  `Profile.total_flops = 2 * total_macs + total_ops` is a FLOPs figure in the 2-per-MAC sense.
+- `params`: each parameter once, in the first row that uses it (a module called twice is charged
+  twice in MACs, once in parameters; tied weights count once).
+- `memory_bytes`: the output activation of one sample at fp32, the lecture's "memory (KB)" x 1024.
+
+The model runs once, in eval mode under `torch.no_grad()`, on one sample. A registered name is
+built on the meta device, so no weights are allocated and no arithmetic is done (a 1.2-GMAC net
+profiles as fast as a 1-MMAC one); a model that cannot run on meta (data-dependent control flow)
+is rebuilt and run on the CPU instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from cnnzoo.analysis.counting import aten_costs
+from cnnzoo.analysis.receptive_field import Field, adaptive_window, join, spatial_layer
+
+__all__ = ["Layer", "Profile", "profile"]
+
+BYTES_PER_VALUE = 4  # the lecture's memory column is fp32 whatever the model's dtype
+
+
+@dataclass
+class Layer:
+    """One row of the table: a leaf module call or a functional call outside leaf modules."""
+
+    name: str
+    kind: str  # the module's class (Conv2d, ReLU) or the function (add, cat, flatten, conv2d)
+    input_shape: tuple[int, ...] | None  # per sample, (C, H, W) for an image
+    output_shape: tuple[int, ...] | None
+    kernel: tuple[int, ...] | None = None
+    stride: tuple[int | float, ...] | None = None
+    padding: tuple[int, ...] | None = None
+    filters: int | None = None  # output channels of a conv, output features of a linear layer
+    params: int = 0
+    macs: int = 0
+    ops: int = 0  # operations that are not multiply-accumulates (see counting.py)
+    memory_bytes: int = 0
+    receptive_field: int | float | None = None
+    effective_stride: int | float | None = None
+    elementwise: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("input_shape", "output_shape", "kernel", "stride", "padding"):
+            if d[k] is not None:
+                d[k] = list(d[k])
+        return d
+
+
+@dataclass
+class Profile:
+    """The per-layer table of one model at one input size, with its totals."""
+
+    model_name: str
+    input_size: tuple[int, ...]
+    layers: list[Layer]
+    num_parameters: int  # every parameter of the model, used or not
+    device: str = "meta"
+    module_kinds: dict[str, str] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_params(self) -> int:
+        """Parameters the forward pass used, each counted once."""
+        return sum(r.params for r in self.layers)
+
+    @property
+    def unused_params(self) -> int:
+        """Parameters the eval-mode forward never touched (e.g. auxiliary classifier heads)."""
+        return self.num_parameters - self.total_params
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.layers)
+
+    @property
+    def total_ops(self) -> int:
+        return sum(r.ops for r in self.layers)
+
+    @property
+    def total_flops(self) -> int:
+        """2 FLOPs per multiply-accumulate plus every other operation (an estimate; see counting.py)."""
+        return 2 * self.total_macs + self.total_ops
+
+    @property
+    def total_memory_bytes(self) -> int:
+        """Output activations of the rows the tables show (elementwise rows are in place)."""
+        return sum(r.memory_bytes for r in self.layers if not r.elementwise)
+
+    @property
+    def receptive_field(self) -> int | float | None:
+        """The largest receptive field of any activation, in input pixels."""
+        values = [r.receptive_field for r in self.layers if r.receptive_field is not None]
+        return max(values) if values else None
+
+    @property
+    def effective_stride(self) -> int | float | None:
+        values = [r.effective_stride for r in self.layers if r.effective_stride is not None]
+        return max(values) if values else None
+
+    def visible_layers(self) -> list[Layer]:
+        return [r for r in self.layers if not r.elementwise]
+
+    def aggregate(self, depth: int) -> list[Layer]:
+        """Rows merged to module depth `depth` (1: `layer1`, 2: `layer1.0`), consecutive calls only."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        groups: list[tuple[str, list[Layer]]] = []
+        for r in self.layers:
+            key = ".".join(r.name.split(".")[:depth])
+            if groups and groups[-1][0] == key:
+                groups[-1][1].append(r)
+            else:
+                groups.append((key, [r]))
+        out = []
+        for key, rows in groups:
+            if len(rows) == 1:
+                out.append(rows[0])
+                continue
+            first, last = rows[0], rows[-1]
+            spatial = [r for r in rows if r.receptive_field is not None]
+            out.append(
+                Layer(
+                    name=key,
+                    kind=self.module_kinds.get(key, first.kind),
+                    input_shape=first.input_shape,
+                    output_shape=last.output_shape,
+                    params=sum(r.params for r in rows),
+                    macs=sum(r.macs for r in rows),
+                    ops=sum(r.ops for r in rows),
+                    memory_bytes=sum(r.memory_bytes for r in rows if not r.elementwise),
+                    receptive_field=last.receptive_field
+                    if last.receptive_field is not None or not spatial
+                    else None,
+                    effective_stride=last.effective_stride,
+                    elementwise=all(r.elementwise for r in rows),
+                )
+            )
+        return out
+
+    def totals(self) -> dict[str, Any]:
+        return {
+            "params": self.total_params,
+            "unused_params": self.unused_params,
+            "macs": self.total_macs,
+            "ops": self.total_ops,
+            "flops": self.total_flops,
+            "memory_bytes": self.total_memory_bytes,
+            "receptive_field": self.receptive_field,
+            "effective_stride": self.effective_stride,
+        }
+
+    def to_dict(self, depth: int | None = None) -> dict[str, Any]:
+        layers = self.layers if depth is None else self.aggregate(depth)
+        return {
+            "model": self.model_name,
+            "input_size": list(self.input_size),
+            "device": self.device,
+            "total_params": self.total_params,
+            "total_macs": self.total_macs,
+            "total_memory_bytes": self.total_memory_bytes,
+            "total_ops": self.total_ops,
+            "total_flops": self.total_flops,
+            "num_parameters": self.num_parameters,
+            "unused_params": self.unused_params,
+            "receptive_field": self.receptive_field,
+            "effective_stride": self.effective_stride,
+            "notes": list(self.notes),
+            "layers": [r.to_dict() for r in layers],
+        }
+
+    def table(self, fmt: str = "table", *, depth: int | None = None, all_rows: bool = False) -> str:
+        """The lecture's columns as text: "table", "md", "csv" or "json" (see `formats.py`)."""
+        from cnnzoo.analysis.formats import render_profile
+
+        return render_profile(self, fmt, depth=depth, all_rows=all_rows)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+# -- tracing ---------------------------------------------------------------------------------------
+_FIELD = "_cnnzoo_field"  # attribute of an activation: its Field, or None once it is not spatial
+_PARAMS = "_cnnzoo_params"  # attribute of a tensor computed from parameters alone: their ids
+_UNTRACED = object()
+
+# Calls that only ask about a tensor: never a row.
+_QUERIES = {
+    "size",
+    "dim",
+    "numel",
+    "shape",
+    "ndim",
+    "device",
+    "dtype",
+    "is_contiguous",
+    "stride",
+    "data_ptr",
+    "element_size",
+    "nelement",
+    "requires_grad",
+    "is_floating_point",
+    "get_device",
+    "layout",
+    "names",
+    "grad",
+    "is_leaf",
+    "itemsize",
+}
+_CONVS = {"conv1d", "conv2d", "conv3d"}
+_CONV_TRANSPOSES = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
+_MAX_POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices"}
+_MAX_POOLS |= {"max_pool2d_with_indices", "max_pool3d_with_indices"}
+_AVG_POOLS = {"avg_pool1d", "avg_pool2d", "avg_pool3d"}
+_LP_POOLS = {"lp_pool1d", "lp_pool2d", "lp_pool3d"}
+_ADAPTIVE_POOLS = {
+    "adaptive_avg_pool1d",
+    "adaptive_avg_pool2d",
+    "adaptive_avg_pool3d",
+    "adaptive_max_pool1d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool3d",
+    "adaptive_max_pool1d_with_indices",
+    "adaptive_max_pool2d_with_indices",
+    "adaptive_max_pool3d_with_indices",
+}
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
+# Products that mix positions or act on flattened features: the field ends.
+_DENSE = {"linear", "matmul", "mm", "bmm", "einsum", "addmm", "baddbmm", "bilinear"}
+_DENSE |= {"scaled_dot_product_attention", "rmatmul"}
+_RESAMPLES = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
+_SPATIAL_KINDS = _CONVS | _CONV_TRANSPOSES | _MAX_POOLS | _AVG_POOLS | _LP_POOLS | _ADAPTIVE_POOLS
+_SPATIAL_KINDS |= {"pad", "getitem"} | _RESAMPLES
+
+
+def _op_name(func: Any) -> str:
+    name = getattr(func, "__name__", None) or str(func)
+    if name == "__get__":  # a property getter, e.g. Tensor.shape
+        name = getattr(getattr(func, "__self__", None), "__name__", "get")
+    name = name.strip("_")
+    if name.startswith(("i", "r")) and name[1:] in {"add", "sub", "mul", "truediv", "matmul", "and", "or"}:
+        name = name[1:]  # x += y is an add; w @ x a matmul
+    return {"truediv": "div", "concat": "cat", "concatenate": "cat"}.get(name, name)
+
+
+def _tensors(x: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(x)[0] if isinstance(t, torch.Tensor)]
+
+
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    ts = _tensors(x)
+    return ts[0] if ts else None
+
+
+def _per_sample(t: torch.Tensor | None) -> tuple[int, ...] | None:
+    if t is None:
+        return None
+    return tuple(int(s) for s in t.shape[1:])
+
+
+def _arg(args: Sequence[Any], kwargs: dict[str, Any], index: int, name: str, default: Any = None) -> Any:
+    if name in kwargs:
+        return kwargs[name]
+    return args[index] if len(args) > index else default
+
+
+def _ntuple(v: Any, n: int) -> tuple:
+    if isinstance(v, int | float):
+        return (v,) * n
+    v = tuple(v)
+    return v * n if len(v) == 1 else v
+
+
+@dataclass
+class _Frame:
+    name: str
+    row: Layer | None  # the leaf row this module call fills, if it is a leaf
+    previous: Layer | None = None  # the row receiving costs before this call
+    passive: bool = False  # a module called from inside a leaf: part of that leaf's row
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _CostMode(TorchDispatchMode):
+    """Charges every aten operator's cost to the row being executed."""
+
+    def __init__(self, tracer: _Tracer) -> None:
+        super().__init__()
+        self.tracer = tracer
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        macs, ops = aten_costs(func, args, kwargs, out)
+        if macs or ops:
+            row = self.tracer.current
+            if row is None:
+                self.tracer.unattributed[0] += macs
+                self.tracer.unattributed[1] += ops
+            else:
+                row.macs += macs
+                row.ops += ops
+        return out
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.names: dict[int, str] = {}
+        self.kinds: dict[str, str] = {}
+        for name, m in model.named_modules():
+            self.names.setdefault(id(m), name)
+            self.kinds.setdefault(name, type(m).__name__)
+        self.param_numel = {id(p): p.numel() for p in model.parameters()}
+        self.claimed: set[int] = set()
+        self.rows: list[Layer] = []
+        self.frames: list[_Frame] = []
+        self.current: Layer | None = None
+        self.pending: Layer | None = None  # a functional row whose call is running
+        self.unattributed = [0, 0]
+        self.notes: list[str] = []
+        self.handles: list[Any] = []
+        for m in model.modules():
+            self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
+            self.handles.append(m.register_forward_hook(self._post, with_kwargs=True))
+
+    def remove_hooks(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+    # -- parameters ---------------------------------------------------------------------------
+    def _claim(self, ids: Iterable[int]) -> int:
+        n = 0
+        for i in ids:
+            if i in self.param_numel and i not in self.claimed:
+                self.claimed.add(i)
+                n += self.param_numel[i]
+        return n
+
+    def _param_ids(self, tensors: Iterable[torch.Tensor]) -> set[int]:
+        ids: set[int] = set()
+        for t in tensors:
+            if id(t) in self.param_numel:
+                ids.add(id(t))
+            else:
+                ids |= getattr(t, _PARAMS, set())
+        return ids
+
+    # -- module hooks -------------------------------------------------------------------------
+    def _leaf_row(self) -> Layer | None:
+        for f in reversed(self.frames):
+            if f.row is not None:
+                return f.row
+        return None
+
+    def _pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        name = self.names.get(id(module), type(module).__name__)
+        if self._leaf_row() is not None:
+            self.frames.append(_Frame(name, None, passive=True))
+            return
+        if module._modules:  # a container: its own calls become functional rows
+            self.frames.append(_Frame(name, None))
+            return
+        inputs = _tensors((args, kwargs))
+        traced = [t for t in inputs if getattr(t, _FIELD, _UNTRACED) is not _UNTRACED]
+        row = Layer(
+            name=name or type(module).__name__,
+            kind=type(module).__name__,
+            input_shape=_per_sample(traced[0] if traced else (inputs[0] if inputs else None)),
+            output_shape=None,
+            params=self._claim(id(p) for p in module.parameters()),
+        )
+        self.rows.append(row)
+        self.frames.append(_Frame(name, row, previous=self.current))
+        self.current = row
+
+    def _post(self, module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        frame = self.frames.pop()
+        if frame.row is not None:
+            self._finish(frame.row, output)
+            self.current = frame.previous
+
+    # -- every call ---------------------------------------------------------------------------
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        name = _op_name(func)
+        if name in _QUERIES:
+            return func(*args, **kwargs)
+        inputs = _tensors((args, kwargs))
+        traced = [t for t in inputs if getattr(t, _FIELD, _UNTRACED) is not _UNTRACED]
+        if not traced:
+            out = func(*args, **kwargs)
+            ids = self._param_ids(inputs)
+            if ids:  # e.g. a weight reshaped or scaled before use: charge it where it is used
+                for t in _tensors(out):
+                    if id(t) not in self.param_numel:
+                        setattr(t, _PARAMS, ids)
+            return out
+        leaf = self._leaf_row()
+        if leaf is not None:
+            out = func(*args, **kwargs)
+            self._propagate(name, args, kwargs, traced, out, leaf)
+            return out
+        frame = self.frames[-1] if self.frames else None
+        row = Layer(
+            name=self._row_name(frame, name), kind=name, input_shape=_per_sample(traced[0]), output_shape=None
+        )
+        previous, self.current, self.pending = self.current, row, row
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.current = previous
+        self.pending = None
+        if _first_tensor(out) is None:  # x.tolist(), x.unbind() of nothing, ...
+            return out
+        if frame is not None:
+            frame.counts[name] = frame.counts.get(name, 0) + 1
+        row.params = self._claim(self._param_ids(inputs))
+        self.rows.append(row)
+        self._propagate(name, args, kwargs, traced, out, row)
+        self._finish(row, out)
+        return out
+
+    def _row_name(self, frame: _Frame | None, op: str) -> str:
+        n = frame.counts.get(op, 0) if frame is not None else 0
+        base = f"{frame.name}.{op}" if frame is not None and frame.name else op
+        return f"{base}_{n}" if n else base
+
+    def _finish(self, row: Layer, output: Any) -> None:
+        t = _first_tensor(output)
+        row.output_shape = _per_sample(t)
+        row.memory_bytes = (t.numel() // max(int(t.shape[0]), 1) if t is not None and t.dim() else 1) * (
+            BYTES_PER_VALUE
+        )
+        f = getattr(t, _FIELD, None) if t is not None else None
+        if f is not None:
+            row.receptive_field, row.effective_stride = f.scalar_rf(), f.scalar_jump()
+        row.elementwise = (
+            row.macs == 0
+            and row.output_shape == row.input_shape
+            and row.kernel is None
+            and row.kind not in _SPATIAL_KINDS
+        )
+
+    # -- receptive fields ---------------------------------------------------------------------
+    def _propagate(
+        self, op: str, args: tuple, kwargs: dict, traced: list[torch.Tensor], out: Any, row: Layer
+    ) -> None:
+        x = traced[0]
+        f_in: Field | None = getattr(x, _FIELD)
+        outs = _tensors(out)
+        if not outs:
+            return
+        y = outs[0]
+        n = x.dim() - 2  # spatial axes of an (N, C, *spatial) activation
+        f_out: Field | None
+        try:
+            f_out = self._transform(op, args, kwargs, traced, x, y, f_in, n, row)
+        except (TypeError, ValueError, IndexError) as e:  # an unusual call signature: keep the field
+            self._note(f"receptive field passed unchanged through {row.name} ({op}): {e}")
+            f_out = f_in
+        for t in outs:
+            if id(t) not in self.param_numel:
+                setattr(t, _FIELD, f_out)
+
+    def _note(self, msg: str) -> None:
+        if msg not in self.notes:
+            self.notes.append(msg)
+
+    def _transform(
+        self,
+        op: str,
+        args: tuple,
+        kwargs: dict,
+        traced: list[torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        f_in: Field | None,
+        n: int,
+        row: Layer,
+    ) -> Field | None:
+        if op in _DENSE:
+            if op == "linear" and row.filters is None:
+                row.filters = int(_arg(args, kwargs, 1, "weight").shape[0])
+            return None
+        if op in _CONVS or op in _CONV_TRANSPOSES:
+            w = _arg(args, kwargs, 1, "weight")
+            k = tuple(int(s) for s in w.shape[2:])
+            n = len(k)
+            transposed = op in _CONV_TRANSPOSES
+            stride = _ntuple(_arg(args, kwargs, 3, "stride", 1), n)
+            padding = _arg(args, kwargs, 4, "padding", 0)
+            groups = _arg(args, kwargs, 6, "groups", 1)
+            dilation = _ntuple(_arg(args, kwargs, 7 if transposed else 5, "dilation", 1), n)
+            if isinstance(padding, str):  # 'valid' or 'same' (stride 1)
+                padding = tuple(
+                    0 if padding == "valid" else d * (kk - 1) // 2 for kk, d in zip(k, dilation, strict=False)
+                )
+            padding = _ntuple(padding, n)
+            self._set_geometry(row, k, stride, padding)
+            if row.filters is None:
+                row.filters = int(w.shape[1]) * int(groups) if transposed else int(w.shape[0])
+            if f_in is None:
+                return None
+            if transposed:
+                # An output unit of a stride-s transposed conv reads ceil(k / s) input units.
+                k_in = tuple(-(-kk // s) for kk, s in zip(k, stride, strict=True))
+                f = spatial_layer(f_in, k_in, (1,) * n, (0,) * n)
+                return Field(f.rf, tuple(j / s for j, s in zip(f_in.jump, stride, strict=True)), f.start)
+            return spatial_layer(f_in, k, stride, padding, dilation)
+        if op in _MAX_POOLS or op in _AVG_POOLS or op in _LP_POOLS:
+            if op in _LP_POOLS:
+                kernel, stride = _arg(args, kwargs, 2, "kernel_size"), _arg(args, kwargs, 3, "stride")
+                padding, dilation = 0, 1
+            else:
+                kernel, stride = _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 2, "stride")
+                padding = _arg(args, kwargs, 3, "padding", 0)
+                dilation = _arg(args, kwargs, 4, "dilation", 1) if op in _MAX_POOLS else 1
+            n = x.dim() - 2
+            k = _ntuple(kernel, n)
+            s = _ntuple(stride if stride not in (None, [], ()) else kernel, n)
+            p = _ntuple(padding, n)
+            self._set_geometry(row, k, s, p)
+            return None if f_in is None else spatial_layer(f_in, k, s, p, _ntuple(dilation, n))
+        if op in _ADAPTIVE_POOLS:
+            size_in, size_out = x.shape[2:], y.shape[2:]
+            if all(int(s) == 1 for s in size_out):  # global pooling: no spatial extent left
+                return None
+            windows = [adaptive_window(int(i), int(o)) for i, o in zip(size_in, size_out, strict=False)]
+            k = tuple(w[0] for w in windows)
+            s = tuple(w[1] for w in windows)
+            self._set_geometry(
+                row, k, tuple(int(v) if float(v).is_integer() else v for v in s), (0,) * len(k)
+            )
+            return None if f_in is None else spatial_layer(f_in, k, s, (0,) * len(k))
+        dims = _arg(args, kwargs, 1, "dim") if op in _REDUCTIONS else None
+        if op in _REDUCTIONS and not isinstance(dims, torch.Tensor):  # torch.max(a, b) is a join
+            if dims is None:  # over everything
+                return None
+            dims = {d % x.dim() for d in _ntuple(dims, 1)}
+            return None if dims & set(range(2, x.dim())) else f_in
+        if len(traced) > 1:  # residual add, concat, gate: the widest path
+            return join([getattr(t, _FIELD) for t in traced])
+        if f_in is None:
+            return None
+        n = f_in.ndim  # the trailing axes are the spatial ones (a channel shuffle adds a group axis)
+        if op == "pad":
+            pad = _arg(args, kwargs, 1, "pad")
+            # F.pad lists (left, right) pairs from the last axis backwards.
+            lefts = [pad[2 * i] for i in range(len(pad) // 2)][::-1]
+            lefts = [0] * (n - len(lefts)) + lefts[-n:] if n else []
+            start = tuple(s0 - p * j for s0, p, j in zip(f_in.start, lefts, f_in.jump, strict=False))
+            return Field(f_in.rf, f_in.jump, start)
+        if op == "getitem":
+            return self._slice(args[1], f_in, x)
+        if op in _RESAMPLES:
+            scale = [int(a) / int(b) for a, b in zip(x.shape[2:], y.shape[2:], strict=False)]
+            return Field(f_in.rf, tuple(j * s for j, s in zip(f_in.jump, scale, strict=False)), f_in.start)
+        if y.dim() < 3:  # flatten, view to (N, features): no spatial extent left
+            return None
+        if n and tuple(y.shape[-n:]) != tuple(x.shape[-n:]):
+            self._note(f"receptive field passed unchanged through {row.name} ({op}), which reshapes space")
+        return f_in
+
+    def _set_geometry(self, row: Layer, k: Sequence, s: Sequence, p: Sequence) -> None:
+        if row.kernel is None:  # the first spatial call of a leaf describes it (a Conv2d's conv)
+            row.kernel, row.stride, row.padding = tuple(k), tuple(s), tuple(int(v) for v in p)
+
+    def _slice(self, index: Any, f: Field, x: torch.Tensor) -> Field:
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is Ellipsis for i in index):
+            e = index.index(Ellipsis)
+            index = index[:e] + (slice(None),) * (x.dim() - len(index) + 1) + index[e + 1 :]
+        rf, jump, start = list(f.rf), list(f.jump), list(f.start)
+        for axis, idx in enumerate(index[2:]):
+            if axis >= f.ndim:
+                break
+            if isinstance(idx, slice):
+                step, first = idx.step or 1, idx.start or 0
+                if first < 0:
+                    first += int(x.shape[2 + axis])
+                start[axis] += first * jump[axis]
+                jump[axis] *= step
+            else:
+                raise TypeError(f"index {idx!r} on a spatial axis")
+        return Field(tuple(rf), tuple(jump), tuple(start))
+
+    # -- where a failure happened -------------------------------------------------------------
+    def location(self) -> tuple[str, str, tuple[int, ...] | None] | None:
+        if self.pending is not None:
+            return self.pending.name, self.pending.kind, self.pending.input_shape
+        row = self._leaf_row()
+        if row is not None:
+            return row.name, row.kind, row.input_shape
+        if self.frames:
+            name = self.frames[-1].name
+            return name or "the model's forward", self.kinds.get(name, "?"), None
+        return None
+
+
+# -- the entry point --------------------------------------------------------------------------------
+_SIZE_ERRORS = re.compile(
+    r"too small|can't be greater|cannot be multiplied|size mismatch|must match the size|"
+    r"Padding size should be less|non-positive|Expected .*size|expected input.*to have|"
+    r"shape '\[.*\]' is invalid|Kernel size can't",
+    re.IGNORECASE,
+)
+
+
+class _DoesNotFit(Exception):
+    pass
+
+
+def _resolve_input_size(input_size: Any, default: tuple[int, ...]) -> tuple[int, ...]:
+    if input_size is None:
+        return tuple(default)
+    if isinstance(input_size, int):
+        raise TypeError(f"input_size is (C, H, W), e.g. {tuple(default)}, not {input_size!r}")
+    size = tuple(input_size)
+    if not size or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+        raise ValueError(f"input_size must be positive ints (C, H, W), got {input_size!r}")
+    return size
+
+
+def profile(
+    model_or_name: nn.Module | str,
+    input_size: Sequence[int] | None = None,
+    **model_kwargs: Any,
+) -> Profile:
+    """The per-layer table of a model: shapes, parameters, MACs, memory, receptive fields.
+
+    Args:
+        model_or_name: a registered name (built on the meta device with `model_kwargs`) or any
+            `nn.Module` taking one (N, *input_size) tensor.
+        input_size: (C, H, W) of one sample; defaults to the registry's input size for a name
+            (`model_info(name).input_size`), or (in_chans, 224, 224) for a module.
+        **model_kwargs: options for `create_model`, e.g. ``variant="v1"``, ``num_classes=10``.
+
+    Raises:
+        ValueError: the input does not fit the model; the message names the layer where the
+            shape collapses and the size the model expects.
+    """
+    from cnnzoo.registry import create_model, is_model, model_info
+
+    if isinstance(model_or_name, str):
+        name = model_or_name
+        info = model_info(name)
+        size = _resolve_input_size(input_size, info.input_size)
+        if len(size) != len(info.input_size):
+            example = "x".join(map(str, info.input_size))
+            raise ValueError(f"{name} takes inputs of shape {example} (C, H, W), not {input_size!r}")
+        kwargs = dict(model_kwargs)
+        if "in_chans" not in kwargs and input_size is not None and size[0] != info.input_size[0]:
+            kwargs["in_chans"] = size[0]
+
+        def build(device: str) -> nn.Module:
+            with torch.device(device):
+                return create_model(name, **kwargs)
+
+        try:
+            return _run(build("meta"), name, size, "meta")
+        except _DoesNotFit as e:
+            raise ValueError(str(e)) from e.__cause__
+        except (NotImplementedError, RuntimeError):
+            # Data-dependent control flow cannot run without data: run it for real.
+            try:
+                return _run(build("cpu"), name, size, "cpu")
+            except _DoesNotFit as e:
+                raise ValueError(str(e)) from e.__cause__
+    if not isinstance(model_or_name, nn.Module):
+        raise TypeError(f"profile() takes a model name or an nn.Module, got {type(model_or_name).__name__}")
+    if model_kwargs:
+        raise TypeError(f"model options {sorted(model_kwargs)} only apply to a registered model name")
+    model = model_or_name
+    name = getattr(model, "model_name", type(model).__name__)
+    default = model_info(name).input_size if is_model(name) else (getattr(model, "in_chans", 3), 224, 224)
+    size = _resolve_input_size(input_size, default)
+    first = next(model.parameters(), None)
+    device = str(first.device) if first is not None else "cpu"
+    try:
+        return _run(model, name, size, device)
+    except _DoesNotFit as e:
+        raise ValueError(str(e)) from e.__cause__
+    except (NotImplementedError, RuntimeError) as e:
+        if device != "meta":
+            raise
+        raise RuntimeError(f"{name} cannot run on the meta device ({e}); profile a copy on the CPU") from e
+
+
+def _expected(model: nn.Module, name: str) -> str:
+    from cnnzoo.registry import is_model, model_info
+
+    fixed = getattr(model, "fixed_input_size", None)
+    if fixed:
+        return f"; {name} expects H = W = {fixed}"
+    low = getattr(model, "min_input_size", None)
+    if low is None and is_model(name):
+        low = model_info(name).min_input_size
+    return f"; {name} expects H, W >= {low}" if low and low > 1 else ""
+
+
+def _run(model: nn.Module, name: str, size: tuple[int, ...], device: str) -> Profile:
+    first = next(model.parameters(), None)
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    x = torch.zeros((1, *size), device=device, dtype=dtype)
+    check = getattr(model, "check_input", None)
+    check_error: ValueError | None = None
+    if callable(check):
+        try:
+            check(x)
+        except ValueError as e:
+            check_error = e
+    was_training = model.training
+    model.eval()
+    if check_error is not None:  # let the shape collapse where it does, to name that layer
+        model.check_input = lambda x: None  # type: ignore[method-assign]
+    tracer = _Tracer(model)
+    setattr(x, _FIELD, Field.identity(len(size) - 1))
+    try:
+        with torch.no_grad(), tracer, _CostMode(tracer):
+            model(x)
+    except (RuntimeError, ValueError) as e:
+        if isinstance(e, RuntimeError) and device == "meta" and not _SIZE_ERRORS.search(str(e)):
+            raise
+        raise _DoesNotFit(_failure_message(model, name, size, tracer, e, check_error)) from e
+    finally:
+        tracer.remove_hooks()
+        if check_error is not None:
+            del model.check_input
+        model.train(was_training)
+    if check_error is not None:
+        raise _DoesNotFit(str(check_error)) from check_error
+    rows = tracer.rows
+    if tracer.unattributed != [0, 0]:
+        rows.append(
+            Layer(
+                "(unattributed)",
+                "other",
+                None,
+                None,
+                macs=tracer.unattributed[0],
+                ops=tracer.unattributed[1],
+                elementwise=True,
+            )
+        )
+    return Profile(
+        model_name=name,
+        input_size=size,
+        layers=rows,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        device=device,
+        module_kinds=tracer.kinds,
+        notes=tracer.notes,
+    )
+
+
+def _failure_message(
+    model: nn.Module,
+    name: str,
+    size: tuple[int, ...],
+    tracer: _Tracer,
+    error: Exception,
+    check_error: ValueError | None,
+) -> str:
+    size_s = "x".join(map(str, size))
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    where = tracer.location()
+    if where is None:
+        return f"{name} cannot take input {size_s}: {reason}{_expected(model, name)}"
+    layer, kind, shape = where
+    got = f" on its input {'x'.join(map(str, shape))}" if shape else ""
+    head = f"{check_error}; " if check_error is not None else f"{name} cannot take input {size_s}: "
+    return f"{head}the shape collapses at layer {layer} ({kind}){got}: {reason}" + (
+        "" if check_error is not None else _expected(model, name)
+    )

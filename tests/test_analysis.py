@@ -1,0 +1,362 @@
+"""`cnnzoo.profile`: every number against an oracle that does not share its code.
+
+Oracles: torch's `FlopCounterMode` (every registered model), torchvision's published "GFLOPS"
+(which are GMACs), the lecture's AlexNet table (seeds/003), hand arithmetic for the lectures'
+cost identities (seeds/000, 001, 002), and Araujo et al.'s receptive fields (Distill 2019).
+
+Profiling runs on the meta device, where nothing is computed, so even the all-model test at
+each model's own input size takes about a second per model.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import cnnzoo
+from cnnzoo.analysis import Profile, profile
+from cnnzoo.layers import BasicBlock, Bottleneck
+
+ALL = cnnzoo.list_models()
+
+
+def flop_counter_macs(model: nn.Module, size: tuple[int, ...], device: str = "meta") -> int:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *size, device=device))
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+def macs_of(module: nn.Module, size: tuple[int, ...]) -> Profile:
+    return profile(module, size)
+
+
+# -- every registered model ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+def test_total_macs_equal_flop_counter(name: str) -> None:
+    info = cnnzoo.model_info(name)
+    p = profile(name)
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name)
+    assert p.input_size == info.input_size
+    assert p.total_macs == flop_counter_macs(model, info.input_size)
+    # Every parameter is counted once; the only ones an eval forward skips are auxiliary heads.
+    aux = sum(
+        p_.numel() for n, m in model.named_children() if "aux" in n for p_ in m.parameters(recurse=True)
+    )
+    assert p.num_parameters == sum(q.numel() for q in model.parameters())
+    assert p.total_params == p.num_parameters - aux
+    assert all(r.macs >= 0 and r.params >= 0 and r.memory_bytes > 0 for r in p.layers)
+    json.dumps(p.to_dict())  # JSON-ready as it is
+
+
+# torchvision's weight metadata "_ops" (its docs' "GFLOPS" column) for 224-px inputs: they are
+# multiply-accumulates, to the third decimal (https://pytorch.org/vision/stable/models.html).
+TORCHVISION_GFLOPS = {
+    "alexnet": 0.714,
+    "vgg16": 15.47,
+    "vgg19_bn": 19.632,
+    "resnet18": 1.814,
+    "resnet50": 4.089,
+    "resnet101": 7.801,
+    "resnext50_32x4d": 4.23,
+    "wide_resnet50_2": 11.398,
+}
+
+
+@pytest.mark.parametrize("name", list(TORCHVISION_GFLOPS))
+def test_torchvision_gflops_are_gmacs(name: str) -> None:
+    assert round(profile(name, (3, 224, 224)).total_macs / 1e9, 3) == TORCHVISION_GFLOPS[name]
+
+
+def test_torchvision_table_is_torchvision_s() -> None:
+    from torchvision.models import get_model_weights
+
+    for name, gflops in TORCHVISION_GFLOPS.items():
+        assert get_model_weights(name).IMAGENET1K_V1.meta["_ops"] == pytest.approx(gflops, abs=1e-3)
+
+
+# -- the lecture's AlexNet table (seeds/003, "AlexNet Network - Structural Details") --------------
+# (layer, kernel, stride, pad, output (C, H, W), parameters); 227 x 227 x 3 input.
+ALEXNET_TABLE = [
+    ("conv1", 11, 4, 0, (96, 55, 55), 34_944),
+    ("maxpool1", 3, 2, 0, (96, 27, 27), 0),
+    ("conv2", 5, 1, 2, (256, 27, 27), 614_656),
+    ("maxpool2", 3, 2, 0, (256, 13, 13), 0),
+    ("conv3", 3, 1, 1, (384, 13, 13), 885_120),
+    ("conv4", 3, 1, 1, (384, 13, 13), 1_327_488),
+    ("conv5", 3, 1, 1, (256, 13, 13), 884_992),
+    ("maxpool5", 3, 2, 0, (256, 6, 6), 0),
+    ("fc6", None, None, None, (4096,), 37_752_832),
+    ("fc7", None, None, None, (4096,), 16_781_312),
+    ("fc8", None, None, None, (1000,), 4_097_000),
+]
+
+
+def test_alexnet_lecture_table_row_by_row() -> None:
+    p = profile("alexnet_paper")
+    assert p.input_size == (3, 227, 227)
+    rows = [r for r in p.layers if r.kind in ("Conv2d", "MaxPool2d", "Linear")]
+    assert len(rows) == len(ALEXNET_TABLE)
+    for row, (label, k, s, pad, out, params) in zip(rows, ALEXNET_TABLE, strict=True):
+        assert row.output_shape == out, label
+        assert row.params == params, label
+        if k is not None:
+            assert (row.kernel, row.stride, row.padding) == ((k, k), (s, s), (pad, pad)), label
+    assert rows[0].input_shape == (3, 227, 227)
+    assert p.total_params == 62_378_344  # the table's "62.378.344"
+    # Memory (KB) as the lecture computes it: C * H * W * 4 bytes / 1024; conv1's 55x55x96.
+    assert rows[0].memory_bytes == 96 * 55 * 55 * 4
+
+
+# -- functional calls, shared modules, joins ------------------------------------------------------
+class Toy(nn.Module):
+    """F.conv2d on a parameter, one module called twice, two branches joined, x @ w at the end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(8, 3, 3, 3))
+        self.shared = nn.Conv2d(8, 8, 3, padding=1)
+        self.wide = nn.Conv2d(8, 8, 5, padding=2, bias=False)
+        self.proj = nn.Parameter(torch.randn(8 * 8 * 8, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(F.conv2d(x, self.w, padding=1))
+        x = self.shared(self.shared(x))
+        x = x + self.wide(x)
+        return torch.flatten(x, 1) @ self.proj
+
+
+def test_functional_ops_and_shared_module() -> None:
+    hw = 8 * 8
+    p = profile(Toy(), (3, 8, 8))
+    names = [r.name for r in p.layers]
+    assert names == ["conv2d", "relu", "shared", "shared", "wide", "add", "flatten", "matmul"]
+    by = {r.name: r for r in p.layers}
+    assert by["conv2d"].params == 8 * 3 * 9 and by["conv2d"].macs == hw * 8 * 3 * 9
+    shared = [r for r in p.layers if r.name == "shared"]
+    assert [r.params for r in shared] == [8 * 8 * 9 + 8, 0]  # parameters once
+    assert [r.macs for r in shared] == [hw * 8 * 8 * 9] * 2  # MACs twice
+    assert by["matmul"].params == 512 * 10 and by["matmul"].macs == 512 * 10
+    assert p.total_params == sum(q.numel() for q in Toy().parameters())
+    assert p.total_macs == flop_counter_macs(Toy(), (3, 8, 8), device="cpu")
+    assert by["relu"].elementwise and by["add"].elementwise and not by["flatten"].elementwise
+    # Receptive fields: 3, then 5 and 7 through the shared conv; the 5x5 branch reaches 11, the
+    # identity branch 7, and the add takes the larger. Flatten and the product end it.
+    assert [r.receptive_field for r in p.layers] == [3, 3, 5, 7, 11, 11, None, None]
+
+
+class DataDependent(nn.Module):
+    """Control flow on values (impossible on the meta device) and a dict output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.conv(x)
+        if y.abs().sum() >= 0:
+            y = y * 2
+        return {"out": y, "score": y.mean()}
+
+
+def test_data_dependent_model_on_cpu_and_meta() -> None:
+    p = profile(DataDependent(), (3, 8, 8))
+    assert p.device == "cpu" and p.total_macs == 6 * 6 * 4 * 27 and p.layers[-1].receptive_field is None
+    with pytest.raises(RuntimeError, match="meta device"):
+        profile(DataDependent().to("meta"), (3, 8, 8))
+
+
+def test_elementwise_rows_are_hidden_from_memory_total() -> None:
+    p = profile(Toy(), (3, 8, 8))
+    assert p.total_memory_bytes == sum(r.memory_bytes for r in p.visible_layers())
+    assert p.total_memory_bytes < sum(r.memory_bytes for r in p.layers)
+
+
+# -- receptive fields (Araujo et al., Distill 2019, Table 1: AlexNet 195, VGG-16 212) ------------
+@pytest.mark.parametrize(
+    ("name", "rf", "stride"),
+    [
+        # torchvision's and the lecture's AlexNet differ in filters and padding only, and neither
+        # changes the field: both give 195.
+        ("alexnet", 195, 32),
+        ("alexnet_paper", 195, 32),
+        ("vgg16", 212, 32),
+        ("vgg19", 268, 32),
+        ("lenet5", 16, 4),
+    ],
+)
+def test_receptive_field(name: str, rf: int, stride: int) -> None:
+    p = profile(name)
+    assert (p.receptive_field, p.effective_stride) == (rf, stride)
+
+
+def test_receptive_field_resnet50_v1_and_v1_5() -> None:
+    # Araujo et al. list 483 for ResNet-50 (v1: the stride on the first 1x1). v1.5's strided
+    # 3x3 comes before the stage's other 3x3s see the coarser grid, so its field is smaller.
+    assert profile("resnet50", variant="v1").receptive_field == 483
+    assert profile("resnet50").receptive_field == 427
+
+
+def test_receptive_field_ends_at_global_pooling() -> None:
+    p = profile("resnet18")
+    by = {r.name: r for r in p.layers}
+    assert by["layer4.1.conv2"].receptive_field == p.receptive_field
+    assert by["avgpool"].receptive_field is None and by["fc"].receptive_field is None
+
+
+# -- the lectures' cost identities ----------------------------------------------------------------
+C, H = 64, 16  # any C and H: the identities are exact
+
+
+def conv(cin: int, cout: int, k: int, groups: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False)
+
+
+@pytest.mark.parametrize(
+    ("stack", "n", "k"),
+    [("one 5x5", 1, 5), ("two 3x3", 2, 3), ("one 7x7", 1, 7), ("three 3x3", 3, 3)],
+)
+def test_stacked_3x3_costs(stack: str, n: int, k: int) -> None:
+    # seeds/001 "Why only 3x3 convs?": a 5x5 C->C costs 25C^2 parameters and 25C^2HW flops,
+    # two 3x3s 18C^2 and 18C^2HW, and see the same 5x5 window; 7x7 49 vs three 3x3s 27.
+    p = profile(nn.Sequential(*[conv(C, C, k) for _ in range(n)]), (C, H, H))
+    assert p.total_params == n * k * k * C * C
+    assert p.total_macs == n * k * k * C * C * H * H
+    assert p.receptive_field == n * (k - 1) + 1
+    assert {"one 5x5": 25, "two 3x3": 18, "one 7x7": 49, "three 3x3": 27}[stack] * C * C == p.total_params
+
+
+def test_halve_resolution_double_channels_same_cost() -> None:
+    # seeds/001: C x 2H x 2W through a 3x3 C->C: memory 4CHW, params 9C^2, 36HWC^2 flops;
+    # 2C x H x W through a 3x3 2C->2C: memory 2CHW, params 36C^2, 36HWC^2 flops.
+    big = profile(conv(C, C, 3), (C, 2 * H, 2 * H))
+    small = profile(conv(2 * C, 2 * C, 3), (2 * C, H, H))
+    assert big.total_macs == small.total_macs == 36 * H * H * C * C
+    assert (big.total_params, small.total_params) == (9 * C * C, 36 * C * C)
+    assert (big.total_memory_bytes, small.total_memory_bytes) == (4 * C * H * H * 4, 2 * C * H * H * 4)
+
+
+def test_bottleneck_17_vs_basic_18() -> None:
+    # seeds/000 "More layers, less computational cost": basic block at C: 18HWC^2; bottleneck
+    # at 4C in and out (C inside): 4 + 9 + 4 = 17HWC^2. BatchNorm and the add are not MACs.
+    basic = profile(BasicBlock(C, C), (C, H, H))
+    bottleneck = profile(Bottleneck(4 * C, 4 * C), (4 * C, H, H))
+    assert basic.total_macs == 18 * H * H * C * C
+    assert bottleneck.total_macs == 17 * H * H * C * C
+
+
+def test_depthwise_separable_speedup() -> None:
+    # seeds/000 MobileNets: standard 3x3 costs 9C^2HW, depthwise 3x3 + pointwise 1x1 (9C + C^2)HW,
+    # a speed-up of 9C / (9 + C). Built from plain convolutions so it tests the counter alone.
+    standard = profile(conv(C, C, 3), (C, H, H))
+    separable = profile(nn.Sequential(conv(C, C, 3, groups=C), conv(C, C, 1)), (C, H, H))
+    assert standard.total_macs == 9 * C * C * H * H
+    assert separable.total_macs == (9 * C + C * C) * H * H
+    assert standard.total_macs / separable.total_macs == pytest.approx(9 * C / (9 + C))
+
+
+@pytest.mark.parametrize("t", [1, 6])
+def test_mobilenet_v2_block(t: int) -> None:
+    # seeds/000: 1x1 C->tC (tHWC^2), depthwise 3x3 on tC (9tHWC), 1x1 tC->C (tHWC^2).
+    block = nn.Sequential(conv(C, t * C, 1), conv(t * C, t * C, 3, groups=t * C), conv(t * C, C, 1))
+    assert profile(block, (C, H, H)).total_macs == 2 * t * H * H * C * C + 9 * t * H * H * C
+
+
+class Inception(nn.Module):
+    """The lecture's inception module on 28x28x256 (seeds/002): naive, or with 1x1 reductions."""
+
+    def __init__(self, reduce: bool) -> None:
+        super().__init__()
+        self.reduce = reduce
+        self.b1 = conv(256, 128, 1)
+        self.b3 = nn.Sequential(conv(256, 64, 1), conv(64, 192, 3)) if reduce else conv(256, 192, 3)
+        self.b5 = nn.Sequential(conv(256, 64, 1), conv(64, 96, 5)) if reduce else conv(256, 96, 5)
+        self.pool = nn.MaxPool2d(3, 1, 1)
+        self.proj = conv(256, 64, 1) if reduce else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.b1(x), self.b3(x), self.b5(x), self.proj(self.pool(x))], 1)
+
+
+def test_inception_naive_and_reduced() -> None:
+    hw = 28 * 28
+    naive = profile(Inception(reduce=False), (256, 28, 28))
+    reduced = profile(Inception(reduce=True), (256, 28, 28))
+    # The slide's terms: 28x28x128x1x1x256 + 28x28x192x3x3x256 + 28x28x96x5x5x256 = 854M.
+    assert naive.total_macs == hw * 256 * (128 + 192 * 9 + 96 * 25) == 854_196_224
+    # Its six reduced terms add up to 271M, not the "358M" the slide prints (docs/lectures.md).
+    six = hw * 256 * (64 + 64 + 128 + 64) + hw * 192 * 9 * 64 + hw * 96 * 25 * 64
+    assert reduced.total_macs == six == 271_351_808
+    assert naive.layers[-1].output_shape == (128 + 192 + 96 + 256, 28, 28)
+    assert reduced.layers[-1].output_shape == (128 + 192 + 96 + 64, 28, 28)
+    assert reduced.receptive_field == 5  # the widest branch
+
+
+# -- bad input names the layer ---------------------------------------------------------------------
+def test_too_small_input_names_the_layer() -> None:
+    with pytest.raises(ValueError, match=r"features\.30 \(MaxPool2d\).*|.*>= 32") as e:
+        profile("vgg16", (3, 16, 16))
+    msg = str(e.value)
+    assert "features.30" in msg and ">= 32" in msg and "512x1x1" in msg
+
+
+def test_too_small_input_of_a_plain_module() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.MaxPool2d(2), nn.Conv2d(8, 8, 5))
+    with pytest.raises(ValueError, match=r"layer 2 \(Conv2d\) on its input 8x3x3"):
+        profile(net, (3, 8, 8))
+
+
+def test_wrong_input_rank_and_values() -> None:
+    with pytest.raises(ValueError, match="3x224x224"):
+        profile("resnet18", (224, 224))
+    with pytest.raises(ValueError, match="positive"):
+        profile("resnet18", (3, 0, 224))
+    with pytest.raises(TypeError, match="registered model name"):
+        profile(nn.Conv2d(3, 3, 1), (3, 8, 8), num_classes=3)
+
+
+# -- the same numbers on real tensors, and the API ------------------------------------------------
+def test_meta_and_cpu_agree() -> None:
+    on_meta = profile("resnet20")
+    on_cpu = profile(cnnzoo.create_model("resnet20"))
+    assert on_cpu.device == "cpu" and on_meta.device == "meta"
+    assert [r.to_dict() for r in on_cpu.layers] == [r.to_dict() for r in on_meta.layers]
+
+
+def test_model_kwargs_and_model_left_as_found() -> None:
+    v1, v15 = profile("resnet50", variant="v1"), profile("resnet50")
+    # He et al.'s 3.8 GFLOPs is v1's 3.86 GMACs truncated; v1.5 moves the stride onto the 3x3.
+    assert round(v1.total_macs / 1e9, 2) == 3.86 and round(v15.total_macs / 1e9, 2) == 4.09
+    model = cnnzoo.create_model("lenet5").train()
+    profile(model)
+    assert model.training and "check_input" not in vars(model)
+    assert not any(hook for m in model.modules() for hook in (m._forward_hooks, m._forward_pre_hooks))
+
+
+def test_aggregate_keeps_totals() -> None:
+    p = profile("resnet18")
+    for depth in (1, 2, 3):
+        rows = p.aggregate(depth)
+        assert sum(r.macs for r in rows) == p.total_macs
+        assert sum(r.params for r in rows) == p.total_params
+    names = [r.name for r in p.aggregate(1) if not r.elementwise]
+    assert names == ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "flatten", "fc"]
+    with pytest.raises(ValueError):
+        p.aggregate(0)
+
+
+def test_public_api() -> None:
+    assert cnnzoo.profile is profile and cnnzoo.Profile is Profile
+    p = cnnzoo.profile("lenet5")
+    assert p.total_params == 61_706  # the lecture's LeNet-5
+    d = p.to_dict()
+    assert d["total_params"] == 61_706 and d["layers"][0]["output_shape"] == [6, 28, 28]
+    assert p.total_flops == 2 * p.total_macs + p.total_ops
+    assert "lenet5 at 1x28x28" in str(p)

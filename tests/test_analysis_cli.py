@@ -1,0 +1,116 @@
+"""`cnnzoo summary` and `cnnzoo compare`: the lecture's columns, scripts' formats, one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import pytest
+
+from cnnzoo.analysis.compare import PUBLISHED_TOP1, published_top1
+from cnnzoo.cli.main import main
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_summary_table_has_the_lecture_columns(capsys) -> None:
+    code, out, err = run(capsys, "summary", "alexnet_paper")
+    assert code == 0 and err == ""
+    lines = out.splitlines()
+    for column in ("C", "H/W", "filters", "kernel", "stride", "pad", "out C", "memory (KB)", "params (K)"):
+        assert column in lines[0]
+    assert "MACs (M)" in lines[0] and "RF" in lines[0]
+    conv1 = next(line for line in lines if line.startswith("features.0 "))
+    # The lecture: 227 -> 55x55x96, 11x11/4 pad 0, 34,944 parameters, 1,134 KB of activations.
+    assert conv1.split()[2:] == ["3", "227", "96", "11", "4", "0", "96", "55", "1,134", "35", "105", "11"]
+    total = next(line for line in lines if line.startswith("total"))
+    assert "62,378" in total.split() and total.split()[-1] == "195"
+    assert "62,378,344 parameters" in out
+    assert not any(line.split()[1] in ("ReLU", "LocalResponseNorm") for line in lines[2:-3] if line)
+
+
+def test_summary_all_rows_and_depth(capsys) -> None:
+    _, out, _ = run(capsys, "summary", "resnet18", "--all")
+    assert any(" BatchNorm2d " in line for line in out.splitlines())
+    _, out, _ = run(capsys, "summary", "resnet18", "--depth", "1")
+    names = [line.split()[0] for line in out.splitlines()[2:] if line.strip()][:-1]
+    assert names[:6] == ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_summary_json_csv_md(capsys) -> None:
+    code, out, _ = run(capsys, "summary", "lenet5", "--format", "json")
+    d = json.loads(out)
+    assert code == 0 and d["total_params"] == 61_706 and d["receptive_field"] == 16
+    assert d["total_macs"] == sum(r["macs"] for r in d["layers"])
+    code, out, _ = run(capsys, "summary", "lenet5", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[-1]["name"] == "total" and int(rows[-1]["params"]) == 61_706
+    assert sum(int(r["params"]) for r in rows[:-1]) == 61_706
+    assert rows[0]["kernel"] == "5" and rows[0]["out_h"] == "28"
+    code, out, _ = run(capsys, "summary", "lenet5", "--format", "md")
+    assert out.startswith("| layer | kind |") and out.splitlines()[1].startswith("| --- |")
+
+
+def test_summary_input_option(capsys) -> None:
+    code, out, _ = run(capsys, "summary", "resnet18", "--input", "3x64x64", "--format", "json")
+    assert code == 0 and json.loads(out)["input_size"] == [3, 64, 64]
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["summary", "vgg16", "--input", "3x16x16"], "features.30 (MaxPool2d)"),
+        (["summary", "vgg16", "--input", "3xbig"], "--input takes CxHxW"),
+        (["summary", "vgg16", "--input", "224x224"], "3x224x224"),
+        (["summary", "vgg16", "--depth", "0"], "--depth"),
+        (["summary", "vgg61"], "unknown model"),
+        (["compare", "resnet18", "vgg61"], "unknown model"),
+    ],
+)
+def test_errors_are_one_line(capsys, argv: list[str], needle: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("cnnzoo: error: ") and needle in err
+
+
+def test_compare_table_and_json(capsys) -> None:
+    code, out, _ = run(capsys, "compare", "resnet50", "lenet5", "--format", "json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    assert rows["resnet50"]["top1"] == 76.13 and rows["lenet5"]["top1"] is None
+    assert rows["resnet50"]["params"] == 25_557_032 and rows["resnet50"]["macs"] == 4_089_184_256
+    assert rows["resnet50"]["receptive_field"] == 427 and rows["lenet5"]["input"] == "1x28x28"
+    code, out, _ = run(capsys, "compare", "alexnet", "vgg16")
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["name", "input"] and "top-1" in lines[0]
+    assert lines[2].split()[:4] == ["alexnet", "3x224x224", "61.10", "0.714"]
+
+
+def test_compare_plot_is_written_atomically(capsys, tmp_path) -> None:
+    target = tmp_path / "acc.png"
+    code, _, err = run(capsys, "compare", "alexnet", "resnet18", "vgg16", "--plot", str(target))
+    assert code == 0 and "wrote" in err
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["acc.png"]  # no temporary file left
+
+
+def test_compare_plot_without_matplotlib(capsys, monkeypatch, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    code, out, err = run(capsys, "compare", "resnet18", "--plot", str(tmp_path / "x.png"))
+    assert code == 2 and out == "" and "pip install 'cnnzoo[plot]'" in err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_published_top1_is_torchvision_s() -> None:
+    from torchvision.models import get_model_weights
+
+    for name, top1 in PUBLISHED_TOP1.items():
+        meta = get_model_weights(name).IMAGENET1K_V1.meta
+        assert meta["_metrics"]["ImageNet-1K"]["acc@1"] == top1, name
+    assert published_top1("resnet18") == 69.758 and published_top1("resnet20") is None
