@@ -7,12 +7,9 @@ stderr with exit code 2, never a traceback: the user made a mistake we can name.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 __all__ = ["main"]
 
@@ -22,34 +19,6 @@ class UsageError(Exception):
 
 
 # -- output helpers ---------------------------------------------------------------------------
-def _render(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) -> str:
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buf.getvalue().rstrip("\n")
-    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    numeric = [all(_is_number(r.get(c)) for r in rows) for c in columns]
-
-    def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)]
-        return "  ".join(parts).rstrip()
-
-    out = [line(list(columns)), line(["-" * w for w in widths])]
-    out += [line(row) for row in cells]
-    return "\n".join(out)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) or (
-        isinstance(v, str) and v.replace(",", "").replace(".", "").isdigit()
-    )
-
-
 def count_params(name: str) -> int:
     """Parameters of a registered model at its defaults, counted on the meta device (no memory)."""
     import torch
@@ -82,7 +51,9 @@ def cmd_list(args: argparse.Namespace) -> int:
                 "paper": info.paper,
             }
         )
-    print(_render(rows, ["name", "family", "params", "input", "torchvision", "paper"], args.format))
+    from cnnzoo.analysis.formats import render_rows
+
+    print(render_rows(rows, ["name", "family", "params", "input", "torchvision", "paper"], args.format))
     return 0
 
 
@@ -192,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list registered models (name, family, params, paper)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'resnet*'")
     p.add_argument("--family", help="only this family, e.g. resnet, vgg")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument("--format", choices=["table", "md", "json", "csv"], default="table")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("info", help="what cnnzoo knows about one model")
