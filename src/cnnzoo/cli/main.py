@@ -45,7 +45,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             {
                 "name": n,
                 "family": info.family,
-                "params": f"{params:,}" if args.format == "table" else params,
+                "params": f"{params:,}" if args.format in ("table", "md") else params,
                 "input": "x".join(map(str, info.input_size)),
                 "torchvision": info.torchvision or "",
                 "paper": info.paper,
