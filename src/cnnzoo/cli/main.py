@@ -195,10 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
     p.add_argument("--plot", metavar="OUT.png", help="also plot top-1 against MACs (needs matplotlib)")
     p.set_defaults(func=cmd_compare)
-    # Verbs of the other packages register themselves (data now; train, eval, predict next).
-    from cnnzoo.cli import data_cmd
+    # Verbs of the other packages register themselves.
+    from cnnzoo.cli import data_cmd, train_cmd
 
     data_cmd.add_parser(sub)
+    train_cmd.add_parsers(sub)
     return parser
 
 

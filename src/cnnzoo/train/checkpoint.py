@@ -1,0 +1,192 @@
+"""Training checkpoints without pickle, written so that a crash never leaves a half-written one.
+
+Layout of a run directory:
+
+    OUT/checkpoints/epoch-0003/model.safetensors     weights (cnnzoo.save_weights, with the run config)
+    OUT/checkpoints/epoch-0003/optimizer.safetensors optimizer state tensors, RNG states
+    OUT/checkpoints/epoch-0003/state.json            epoch, step, schedule, param groups, metrics
+    OUT/checkpoints/latest                           the name of the newest complete checkpoint
+
+A checkpoint is written into a hidden temporary directory and renamed into place only when every
+file is complete; then `latest` is replaced atomically (temp file, `os.replace`). A crash at any
+point leaves `latest` naming the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.weights import CheckpointError, save_weights
+
+__all__ = [
+    "latest_checkpoint",
+    "load_checkpoint",
+    "resolve_weights",
+    "save_checkpoint",
+    "write_json_atomic",
+]
+
+MODEL_FILE = "model.safetensors"
+STATE_TENSORS = "optimizer.safetensors"
+STATE_JSON = "state.json"
+LATEST = "latest"
+KEEP = 2  # complete checkpoints kept on disk
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state_dict -> (tensors for safetensors, the rest as JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, per_param in state["state"].items():
+        plain[str(idx)] = {}
+        for k, v in per_param.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim.{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                plain[str(idx)][k] = v
+    return tensors, {"state": plain, "param_groups": state["param_groups"]}
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in plain["state"].items()}
+    for key, t in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        _, idx, name = key.split(".", 2)
+        state.setdefault(int(idx), {})[name] = t
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    out = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = s
+    return out
+
+
+def _set_rng(tensors: dict[str, torch.Tensor]) -> None:
+    if "rng.cpu" in tensors:
+        torch.set_rng_state(tensors["rng.cpu"])
+    cuda = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    metadata: dict[str, Any],
+) -> Path:
+    """Write checkpoint `epoch-NNNN` for `state["epoch"]` atomically and point `latest` at it."""
+    from safetensors.torch import save_file
+
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{int(state['epoch']):04d}"
+    final = ckpt_root / name
+    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    try:
+        save_weights(model, tmp / MODEL_FILE, metadata=metadata)
+        tensors, plain = _split_optimizer_state(optimizer.state_dict())
+        tensors.update(_rng_tensors())
+        save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
+        write_json_atomic(tmp / STATE_JSON, {**state, "optimizer": plain})
+        if final.exists():  # a rerun of the same epoch after a crash past this point
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_json_atomic(ckpt_root / LATEST, {"checkpoint": name})
+    # Older checkpoints and leftovers of crashed writes go only after `latest` moved on.
+    complete = sorted(p for p in ckpt_root.glob("epoch-*") if p.is_dir())
+    for old in complete[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    for leftover in ckpt_root.glob(".epoch-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint directory of a run, or None."""
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{str(pointer)!r} is not a checkpoint pointer ({e})") from e
+    path = pointer.parent / name
+    if not (path / STATE_JSON).is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} named by {str(pointer)!r} is incomplete or missing")
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model tensors, optimizer state_dict, training state) of a checkpoint directory; restores the RNG."""
+    from safetensors.torch import load_file
+
+    from cnnzoo.weights import read_state_dict
+
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_JSON).read_text())
+        tensors = load_file(str(path / STATE_TENSORS))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be read ({e})") from e
+    weights = read_state_dict(path / MODEL_FILE)
+    optim = _join_optimizer_state(tensors, state.pop("optimizer"))
+    _set_rng(tensors)
+    return weights, optim, state
+
+
+def resolve_weights(path: str | os.PathLike) -> Path:
+    """A weights file from a run directory, a checkpoint directory or a file path."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for candidate in (p / MODEL_FILE, p / "final.safetensors"):
+            if candidate.is_file():
+                return candidate
+        ckpt = latest_checkpoint(p)
+        if ckpt is not None:
+            return ckpt / MODEL_FILE
+        raise FileNotFoundError(
+            f"{str(p)!r} holds no checkpoint; pass a run directory or a .safetensors file"
+        )
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(p)!r} does not exist; pass a run directory or a .safetensors file"
+        )
+    return p

@@ -1,0 +1,100 @@
+"""Training curves and confusion matrices as PNG, written atomically (matplotlib, the `plot` extra)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["have_matplotlib", "plot_confusion", "plot_curves"]
+
+
+def have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        _figure().close(fig)
+    return path
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
+    """Loss, top-1 and lr per epoch from metrics.jsonl rows."""
+    plt = _figure()
+    epochs = [r["epoch"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
+    axes[0].plot(epochs, [r["test_loss"] for r in rows], "o-", label="test")
+    axes[0].set_ylabel("loss")
+    axes[1].plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train")
+    axes[1].plot(epochs, [100 * r["test_top1"] for r in rows], "o-", label="test")
+    axes[1].set_ylabel("top-1 (%)")
+    axes[2].plot(epochs, [r["lr"] for r in rows], "o-")
+    axes[2].set_ylabel("lr (end of epoch)")
+    if all(r["lr"] > 0 for r in rows):
+        axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend()
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
+    import numpy as np
+
+    plt = _figure()
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    n = len(classes)
+    size = min(16, 2 + 0.45 * n)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n), classes, rotation=90)
+        ax.set_yticks(range(n), classes)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    ax.text(
+                        j,
+                        i,
+                        int(m[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    return _save(fig, path)

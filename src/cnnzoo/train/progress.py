@@ -1,0 +1,49 @@
+"""A one-line progress bar on stderr (no dependency): shown on a terminal or when asked for."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+__all__ = ["ProgressBar"]
+
+
+class ProgressBar:
+    """`bar.update(n, loss=...)` redraws at most ten times a second; `close()` ends the line."""
+
+    def __init__(
+        self, total: int, *, desc: str = "", enabled: bool | None = None, stream: TextIO | None = None
+    ):
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.total, self.desc, self.n = total, desc, 0
+        self.start = self._last = time.perf_counter()
+        self.postfix = ""
+
+    def update(self, n: int = 1, **postfix: float) -> None:
+        self.n += n
+        if postfix:
+            self.postfix = " ".join(f"{k}={v:.4g}" for k, v in postfix.items())
+        now = time.perf_counter()
+        if self.enabled and (now - self._last > 0.1 or self.n >= self.total):
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        frac = self.n / self.total if self.total else 1.0
+        width = 24
+        filled = int(frac * width)
+        elapsed = now - self.start
+        rate = self.n / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - self.n) / rate if rate > 0 else 0.0
+        bar = "#" * filled + "." * (width - filled)
+        line = f"\r{self.desc} [{bar}] {self.n}/{self.total} {elapsed:.0f}s<{eta:.0f}s {self.postfix}"
+        self.stream.write(line.ljust(100)[:160])
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.perf_counter())
+            self.stream.write("\n")
+            self.stream.flush()
