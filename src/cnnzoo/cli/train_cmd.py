@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "cnnzoo.data is not available in this installation; it loads the datasets"
             ) from e
         raise
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports for everyone
     if args.format == "json":
         print(json.dumps(final, indent=2))
     else:
