@@ -488,3 +488,15 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     assert rb["test_top1"] == ra["test_top1"]
     assert math.isclose(rb["train_loss"], ra["train_loss"], rel_tol=1e-5)
     assert cnnzoo.create_model("lenet5", num_classes=4, img_size=12, act="relu").load_state_dict(b)
+
+
+def test_amp_and_channels_last_train_and_learn(tmp_path: Path) -> None:
+    # bf16 autocast on the CPU and channels_last batches: the run completes, the loss is finite
+    # and falls, and the weights stay fp32 (autocast changes compute, not storage).
+    final = run(config(tmp_path, epochs=2, amp=True, channels_last=True))
+    rows = read_metrics(tmp_path / "run")
+    assert all(math.isfinite(r["train_loss"]) for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert final["test_top1"] > 0.3  # 4 classes in train_fakes: chance is 0.25
+    weights = read_state_dict(tmp_path / "run" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for k, v in weights.items() if v.is_floating_point())
