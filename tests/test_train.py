@@ -500,3 +500,25 @@ def test_amp_and_channels_last_train_and_learn(tmp_path: Path) -> None:
     assert final["test_top1"] > 0.3  # 4 classes in train_fakes: chance is 0.25
     weights = read_state_dict(tmp_path / "run" / "model.safetensors")
     assert all(v.dtype == torch.float32 for k, v in weights.items() if v.is_floating_point())
+
+
+def test_auxiliary_heads_are_trained_with_their_loss(tmp_path: Path) -> None:
+    # GoogLeNet returns (logits, aux2, aux1) in training mode; without the auxiliary losses
+    # (weight 0.3, Szegedy et al. 2014) its aux classifiers would never change.
+    trainer = Trainer(
+        config(
+            tmp_path,
+            model="googlenet",
+            epochs=1,
+            optimizer="sgd",
+            weight_decay=0.0,
+            resize_to=32,
+            model_kwargs={},
+        ),
+        data=train_fakes.make_loaders,
+        log=QUIET,
+    )
+    aux = trainer.raw_model.aux1.fc2.weight
+    before = aux.detach().clone()
+    trainer.fit()
+    assert not torch.equal(aux.detach(), before)

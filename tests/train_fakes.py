@@ -95,10 +95,19 @@ def make_loaders(
 ):
     """`cnnzoo.data.make_loaders`'s signature over the synthetic images."""
     info = Info(num_classes=num_classes, classes=Info().classes[:num_classes])
-    if resize_to is not None:
-        raise NotImplementedError("the synthetic images come in one size")
+
+    def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = make_images(n, seed, num_classes)
+        if resize_to is not None:  # as the real loader does for models that need a larger input
+            x = (
+                torch.nn.functional.interpolate(x.float(), size=(resize_to, resize_to))
+                .round()
+                .to(torch.uint8)
+            )
+        return x, y
+
     train = FakeLoader(
-        *make_images(n_train, 1, num_classes),
+        *images(n_train, 1),
         batch_size=batch_size,
         shuffle=True,
         seed=seed,
@@ -107,7 +116,7 @@ def make_loaders(
         info=info,
     )
     test = FakeLoader(
-        *make_images(n_test, 2, num_classes),
+        *images(n_test, 2),
         batch_size=batch_size,
         shuffle=False,
         rank=rank,

@@ -47,6 +47,9 @@ class NonFiniteLossError(TrainingError):
     pass
 
 
+AUX_LOSS_WEIGHT = 0.3
+
+
 def info_get(info: Any, key: str, default: Any = None) -> Any:
     """A field of the data package's info (a dataclass or a dict)."""
     if isinstance(info, dict):
@@ -333,9 +336,13 @@ class Trainer:
             x, y = self._prepare(x, y)
             with self._autocast():
                 logits = self.model(x)
+                aux: list[torch.Tensor] = []
                 if isinstance(logits, tuple | list):  # auxiliary heads (GoogLeNet): main output first
-                    logits = logits[0]
+                    logits, aux = logits[0], [a for a in logits[1:] if a is not None]
                 loss = self.criterion(logits.float(), y)
+                # Szegedy et al. 2014, sec. 5: each auxiliary classifier's loss is added with weight 0.3.
+                for a in aux:
+                    loss = loss + AUX_LOSS_WEIGHT * self.criterion(a.float(), y)
             value = loss.item()
             if self.dist.enabled:
                 value = distributed.all_reduce_sum([value], self.device)[0] / self.dist.world_size
