@@ -16,7 +16,27 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ZooModel"]
+__all__ = ["ZooModel", "he_init"]
+
+
+def he_init(model: nn.Module, *, linear_std: float | None = 0.01) -> None:
+    """The init most from-scratch families share (torchvision's for ResNet, VGG, MobileNet).
+
+    Convolutions: He et al. 2015's normal on the fan-out (gain sqrt(2), for ReLU-like units),
+    zero bias; BatchNorm: weight 1, bias 0; Linear: N(0, linear_std) and zero bias, or PyTorch's
+    default when `linear_std` is None.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0, linear_std)
+            nn.init.zeros_(m.bias)
 
 
 class ZooModel(nn.Module):

@@ -30,7 +30,7 @@ from cnnzoo.layers import (
     make_divisible,
     resolve_act,
 )
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, he_init
 from cnnzoo.registry import register
 
 __all__ = ["MOBILENET_V1_STAGES", "MOBILENET_V2_STAGES", "MobileNetV1", "MobileNetV2", "StageSpec"]
@@ -61,17 +61,7 @@ class _MobileNet(ZooModel):
 
     def _init_weights(self) -> None:
         # torchvision's MobileNetV2 init: He (fan-out) convs, N(0, 0.01) linear, zero biases.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -29,7 +29,7 @@ from cnnzoo.layers import (
     get_act,
     resolve_act,
 )
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, he_init
 from cnnzoo.registry import register
 
 __all__ = ["RESNET_SPECS", "ResNet", "StageSpec"]
@@ -177,12 +177,7 @@ class ResNet(ZooModel):
         # variance 1) normalises nothing, so each residual block roughly doubles the signal: an
         # untrained ResNet-1202 or ResNet-1001 overflows float32 in eval mode. Training mode, and
         # any trained net, are unaffected; zero_init_residual=True also avoids it.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        he_init(self, linear_std=None)
         if not zero_init_residual:
             return
         for m in self.modules():

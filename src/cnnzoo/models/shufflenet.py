@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import ConvBnAct, ShuffleUnitV1, ShuffleUnitV2, get_act, make_divisible, resolve_act
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, he_init
 from cnnzoo.registry import register
 
 __all__ = [
@@ -134,15 +134,7 @@ class ShuffleNetV1(_ShuffleNet):
 
     def _init_weights(self) -> None:
         # He (fan-out) as the other from-scratch families; the authors' code draws std 1 / in-channels.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self._trunk(x)

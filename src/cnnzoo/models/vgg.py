@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cnnzoo.layers import get_act, resolve_act
-from cnnzoo.models.base import ZooModel
+from cnnzoo.models.base import ZooModel, he_init
 from cnnzoo.registry import register
 
 __all__ = ["VGG", "VGG_CONFIGS", "VGG_WIDTHS"]
@@ -96,16 +96,7 @@ class VGG(ZooModel):
     def _init_weights(self) -> None:
         # torchvision's: He (fan-out) for the convs, N(0, 0.01) for the linears, zero biases. The
         # paper instead trained VGG-11 from N(0, 0.01) and copied its layers into the deeper nets.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        he_init(self, linear_std=0.01)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
