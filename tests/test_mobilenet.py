@@ -210,20 +210,6 @@ def test_act_zoo(name: str, default: type[nn.Module]) -> None:
     assert any(isinstance(m, nn.SiLU) for m in model.modules())
     with pytest.raises(ValueError, match="unknown activation"):
         cnnzoo.create_model(name, act="relu7")
-
-
-@pytest.mark.parametrize("name", ["mobilenet_v1", "mobilenet_v2"])
-def test_feature_info_matches_the_feature_maps(name: str) -> None:
-    model = cnnzoo.create_model(name).eval()
-    seen = {}
-    for info in model.feature_info:
-        model.get_submodule(info["module"]).register_forward_hook(
-            lambda m, i, o, key=info["module"]: seen.__setitem__(key, o.shape)
-        )
-    with torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))
-    for info in model.feature_info:
-        assert seen[info["module"]] == (1, info["num_chs"], 64 // info["reduction"], 64 // info["reduction"])
     assert [i["reduction"] for i in model.feature_info][-1] == 32
 
 

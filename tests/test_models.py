@@ -20,6 +20,10 @@ def input_px(name: str) -> int:
     return native if native <= 32 else max(32, info.min_input_size)
 
 
+# Families whose stage maps are exactly input / reduction ('same'-padded stride-2 layers).
+EXACT_REDUCTIONS = {"mobilenet_v1", "mobilenet_v2", "shufflenet_v1_g8", "shufflenet_v2_x0_5"}
+
+
 def outputs(out: torch.Tensor | tuple) -> list[torch.Tensor]:
     """All heads' outputs: a tensor, or (logits, *auxiliary logits) for nets with auxiliary
     classifiers in training mode (GoogLeNet), so that the auxiliary heads get gradients too."""
@@ -48,10 +52,22 @@ def test_forward_backward_default(name: str) -> None:
 
     # The interface: features -> head, pre-logits width, stages.
     model.eval()
+    seen: dict[str, tuple[int, ...]] = {}
+    for f in model.feature_info:
+        model.get_submodule(f["module"]).register_forward_hook(
+            lambda m, i, o, key=f["module"]: seen.__setitem__(key, tuple(o.shape))
+        )
     with torch.no_grad():
         x = torch.randn(1, c, s, s)
         feats = model.forward_features(x)
         assert feats.shape[1] == model.feature_info[-1]["num_chs"]
+        # Every stage feature_info names exists and has the channels it claims; where the stage
+        # maps divide the input exactly, the spatial reduction is checked too.
+        for f in model.feature_info:
+            shape = seen[f["module"]]
+            assert shape[1] == f["num_chs"], f
+            if name in EXACT_REDUCTIONS:
+                assert shape[2:] == (s // f["reduction"],) * 2, f
         assert torch.equal(model.forward_head(feats), model(x))
         assert model.forward_head(feats, pre_logits=True).shape == (1, model.num_features)
         reductions = [f["reduction"] for f in model.feature_info]
