@@ -99,12 +99,17 @@ class BasicBlock(_Residual):
         shortcut: str = "B",
         se_reduction: int | None = None,
         drop_path: float = 0.0,
+        dilation: int = 1,
+        first_dilation: int | None = None,
     ) -> None:
         super().__init__()
-        self.conv1 = conv3x3(in_ch, out_ch, stride)
+        # Dilation (replace_stride_with_dilation): the conv that would have carried the stage's
+        # stride keeps the previous stage's rate (`first_dilation`); the conv after it runs at the
+        # new rate, as in timm's dilated BasicBlock (torchvision refuses dilated basic blocks).
+        self.conv1 = conv3x3(in_ch, out_ch, stride, dilation=first_dilation or dilation)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.act1 = get_act(act, out_ch)
-        self.conv2 = conv3x3(out_ch, out_ch)
+        self.conv2 = conv3x3(out_ch, out_ch, dilation=dilation)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.se = SqueezeExcite(out_ch, se_reduction, act=act) if se_reduction else None
         self.drop_path = DropPath(drop_path) if drop_path > 0 else None
@@ -167,14 +172,19 @@ class Bottleneck(_Residual):
         shortcut: str = "B",
         se_reduction: int | None = None,
         drop_path: float = 0.0,
+        dilation: int = 1,
+        first_dilation: int | None = None,
     ) -> None:
         super().__init__()
         mid = mid_ch or out_ch // self.expansion
         s1, s3 = _split_stride(stride, stride_on)
+        # With dilation the 3x3 of v1.5 is where the stride was, so it keeps the previous rate
+        # (`first_dilation`), as torchvision does; in v1 the stride sat on the 1x1 before it.
+        d3 = (first_dilation or dilation) if stride_on == "3x3" else dilation
         self.conv1 = conv1x1(in_ch, mid, s1)
         self.bn1 = nn.BatchNorm2d(mid)
         self.act1 = get_act(act, mid)
-        self.conv2 = conv3x3(mid, mid, s3, groups=groups)
+        self.conv2 = conv3x3(mid, mid, s3, groups=groups, dilation=d3)
         self.bn2 = nn.BatchNorm2d(mid)
         self.act2 = get_act(act, mid)
         self.conv3 = conv1x1(mid, out_ch)

@@ -80,6 +80,10 @@ class ResNet(ZooModel):
         drop_path_rate: stochastic depth rate of the last block; earlier blocks decay linearly.
         zero_init_residual: start every residual branch at zero so each block begins as the
             identity (Goyal et al. 2017), which helps large-batch training.
+        replace_stride_with_dilation: one bool per stage after the first (torchvision's option):
+            True keeps that stage at the previous resolution and dilates its 3x3 convolutions
+            instead, so (False, True, True) gives output stride 8, as segmentation and crowd
+            counting trunks use (Yu & Koltun 2015, arXiv:1511.07122). Same parameters and keys.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class ResNet(ZooModel):
         dropout: float = 0.0,
         drop_path_rate: float = 0.0,
         zero_init_residual: bool = False,
+        replace_stride_with_dilation: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if block not in _BLOCKS:
@@ -112,6 +117,16 @@ class ResNet(ZooModel):
             raise ValueError("a plain net has no residual branch: drop_path_rate and se must be off")
         if dropout > 0 and block != "preact_basic":
             raise ValueError(f"dropout is the WRN regulariser of 'preact_basic' blocks, not of {block!r}")
+        dilate = [False, *(replace_stride_with_dilation or [False] * (len(stages) - 1))]
+        if len(dilate) != len(stages):
+            raise ValueError(
+                f"replace_stride_with_dilation takes one bool per stage after the first "
+                f"({len(stages) - 1}), got {tuple(replace_stride_with_dilation or ())}"
+            )
+        if any(dilate) and block not in ("basic", "bottleneck"):
+            raise ValueError(
+                f"replace_stride_with_dilation needs 'basic' or 'bottleneck' blocks, not {block!r}"
+            )
         act = resolve_act(act)
         self.in_chans, self.num_classes = in_chans, num_classes
         self.preact = block.startswith("preact")
@@ -146,18 +161,25 @@ class ResNet(ZooModel):
             block_kw["dropout"] = dropout
         rates = iter(drop_path_rates(drop_path_rate, sum(s.depth for s in stages)))
         in_ch = stem_width
+        dilation = 1
         for i, spec in enumerate(stages):
             out_ch = spec.width * expansion
             if expansion > 1:
                 block_kw["mid_ch"] = int(spec.width * width_per_group / 64) * groups
+            stride, first_dilation = spec.stride, dilation
+            if dilate[i]:
+                dilation, stride = dilation * spec.stride, 1
+            if dilation > 1:  # keyword left out otherwise: undilated nets build exactly as before
+                block_kw |= {"dilation": dilation}
             blocks = []
             for j in range(spec.depth):
                 rate = next(rates)
                 if block != "plain":
                     block_kw["drop_path"] = rate
-                blocks.append(block_cls(in_ch, out_ch, spec.stride if j == 0 else 1, **block_kw))
+                extra = {"first_dilation": first_dilation} if j == 0 and dilation > 1 else {}
+                blocks.append(block_cls(in_ch, out_ch, stride if j == 0 else 1, **block_kw, **extra))
                 in_ch = out_ch
-            reduction *= spec.stride
+            reduction *= stride
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             self.feature_info.append({"module": f"layer{i + 1}", "num_chs": out_ch, "reduction": reduction})
         self.num_stages = len(stages)
