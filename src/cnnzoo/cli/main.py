@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cmd.add_parser(sub)
     train_cmd.add_parsers(sub)
+    from cnnzoo.cli import count_cmd
+
+    count_cmd.add_parser(sub)
     return parser
 
 
