@@ -260,6 +260,11 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
+            if self.input_size()[0] == 1:
+                # The first conv's weight is (C_out, 1, k, k); the CPU kernel returns its gradient
+                # with another, equivalent stride for the size-1 dim, and DDP warns on every step
+                # about a layout difference that costs nothing.
+                warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.model = DistributedDataParallel(model, device_ids=ids)
         if c.compile:
             self.model = torch.compile(self.model)
@@ -481,6 +486,7 @@ class Trainer:
             "data": self.config.data,
             "epochs": len(self.history),
             "out": str(self.out),
+            "world_size": self.dist.world_size,
         }
         for k in ("test_top1", "test_top5", "test_loss", "train_top1", "train_top5", "train_loss"):
             if k in last:
