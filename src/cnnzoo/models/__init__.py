@@ -8,6 +8,7 @@ from cnnzoo.models import (  # noqa: F401
     googlenet,
     lenet,
     mobilenet,
+    nas,
     resnet,
     shufflenet,
     vgg,

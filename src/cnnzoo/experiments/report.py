@@ -1,0 +1,221 @@
+"""What an experiment found, as data, and the `report.md` and `result.json` written from it.
+
+An `ExperimentResult` holds the claim (quoted from the lecture, with its source), one `Finding`
+per testable part of it (held or not, and the numbers that decide it), tables, figures and the
+raw measurements. The runner adds how it was made (`meta`: command, budget and its settings,
+seeds, machine, wall time), so a report always says what budget, machine and time it took.
+`result.json` is what `cnnzoo report` reads to build the HTML page.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ExperimentResult",
+    "Figure",
+    "Finding",
+    "Table",
+    "read_result",
+    "render_markdown",
+    "write_result",
+    "write_text_atomic",
+]
+
+RESULT_FILE = "result.json"
+REPORT_FILE = "report.md"
+
+
+@dataclass
+class Finding:
+    """One testable part of a claim: whether it held on this run, and the numbers why."""
+
+    claim: str
+    held: bool
+    evidence: str
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+
+@dataclass
+class Figure:
+    file: str  # a PNG next to report.md
+    caption: str
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    title: str
+    claim: str  # the lecture's claim, quoted or paraphrased
+    source: str  # where the lecture (or paper) makes it
+    findings: list[Finding] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # caveats: why a claim did not hold, what differs
+    data: dict[str, Any] = field(default_factory=dict)  # raw measurements (curves, per-run numbers)
+    meta: dict[str, Any] = field(default_factory=dict)  # filled in by the runner
+
+    @property
+    def verdict(self) -> str:
+        """'held', 'did not hold' or 'partly held' (some findings held, some did not)."""
+        held = [f.held for f in self.findings]
+        if not held:
+            return "no finding"
+        if all(held):
+            return "held"
+        return "did not hold" if not any(held) else "partly held"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verdict"] = self.verdict
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentResult:
+        return cls(
+            name=d["name"],
+            title=d["title"],
+            claim=d["claim"],
+            source=d["source"],
+            findings=[Finding(**f) for f in d.get("findings", [])],
+            tables=[Table(**t) for t in d.get("tables", [])],
+            figures=[Figure(**f) for f in d.get("figures", [])],
+            notes=list(d.get("notes", [])),
+            data=dict(d.get("data", {})),
+            meta=dict(d.get("meta", {})),
+        )
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a temp file in the same folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        # mkstemp makes the file private (0600); a report is for reading: the umask's usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def format_cell(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "-"}[value]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _md_table(t: Table) -> str:
+    def esc(s: str) -> str:
+        return s.replace("|", "\\|")
+
+    head = "| " + " | ".join(esc(c) for c in t.columns) + " |"
+    rule = "|" + "|".join(" --- " for _ in t.columns) + "|"
+    body = ["| " + " | ".join(esc(format_cell(v)) for v in row) + " |" for row in t.rows]
+    return "\n".join([head, rule, *body])
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def render_markdown(result: ExperimentResult) -> str:
+    """The report a person reads: claim, verdict, how it was made, numbers, plots, caveats."""
+    m = result.meta
+    verdict = {
+        "held": "**The claim held** on this data at this budget.",
+        "did not hold": "**The claim did not hold** on this data at this budget.",
+        "partly held": "**The claim held only in part** on this data at this budget.",
+        "no finding": "No finding was measured.",
+    }[result.verdict]
+    lines = [
+        f"# {result.title}",
+        "",
+        f"> {result.claim}",
+        f"> — {result.source}",
+        "",
+        "## Verdict",
+        "",
+        verdict,
+        "",
+    ]
+    for f in result.findings:
+        lines.append(f"- **{'Held' if f.held else 'Did not hold'}:** {f.claim} — {f.evidence}")
+    lines.append("")
+    if result.notes:
+        lines += ["Why, and what to keep in mind:", ""]
+        lines += [f"- {n}" for n in result.notes]
+        lines.append("")
+    machine = m.get("machine", {})
+    lines += [
+        "## How it was made",
+        "",
+        f"- Command: `{m.get('command', '')}`",
+        f"- Budget: `{m.get('budget', '')}` — settings: "
+        + ", ".join(f"`{k}={v}`" for k, v in m.get("settings", {}).items()),
+        f"- Seeds: {m.get('seeds', '')}",
+        f"- Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores "
+        f"({machine.get('threads', '?')} torch thread(s)), torch {machine.get('torch', '?')}, "
+        f"Python {machine.get('python', '?')}, {machine.get('platform', '?')}",
+        f"- Wall time: {_duration(float(m.get('wall_seconds', 0.0)))} (finished {m.get('finished', '?')})",
+    ]
+    if m.get("overrides"):
+        lines.append(f"- Settings changed from the budget's: {m['overrides']}")
+    if machine.get("note"):
+        lines.append(f"- Note: {machine['note']}")
+    lines.append("")
+    if result.tables:
+        lines += ["## Measurements", ""]
+        for t in result.tables:
+            lines += [f"### {t.title}", "", _md_table(t), ""]
+            if t.note:
+                lines += [t.note, ""]
+    if result.figures:
+        lines += ["## Plots", ""]
+        for fig in result.figures:
+            lines += [f"![{fig.caption}]({fig.file})", "", f"*{fig.caption}*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_result(result: ExperimentResult, out: str | os.PathLike) -> Path:
+    """Write `out/report.md` and `out/result.json` (each atomically); returns the report's path."""
+    from cnnzoo.train.checkpoint import write_json_atomic
+
+    out = Path(out)
+    write_json_atomic(out / RESULT_FILE, result.to_dict())
+    return write_text_atomic(out / REPORT_FILE, render_markdown(result))
+
+
+def read_result(folder: str | os.PathLike) -> ExperimentResult:
+    """The result an experiment left in `folder` (its result.json)."""
+    import json
+
+    path = Path(folder) / RESULT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `cnnzoo experiment NAME --out {folder}` first")
+    try:
+        return ExperimentResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is not an experiment result ({e}); run the experiment again") from e

@@ -1,0 +1,298 @@
+"""Data subsets and training runs shared by the experiments, on top of `cnnzoo.train.Trainer`.
+
+The experiments compare nets by how fast they learn, so they need curves finer than one point
+per epoch and runs on labelled subsets. `StepChunks` turns a loader into "epochs" of a fixed
+number of steps drawn from its endless stream (the Trainer evaluates after each), and
+`train_run` gives the Trainer ready-made loaders on any subset. Everything runs on the CPU so
+that runs are comparable and the reports' timings mean one thing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.experiments.runner import Context
+
+__all__ = [
+    "Dataset",
+    "RunResult",
+    "StepChunks",
+    "accuracy",
+    "fit_module",
+    "load_dataset",
+    "normalize",
+    "predict",
+    "resolve_data",
+    "stratified_subset",
+    "train_run",
+]
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: tuple[torch.Tensor, torch.Tensor]  # uint8 (N, C, H, W), int64 (N,)
+    test: tuple[torch.Tensor, torch.Tensor]
+    info: Any  # cnnzoo.data.DatasetInfo
+
+
+def resolve_data(name: str, root: str | None) -> str:
+    """'auto': CIFAR-10 when its files are in the cache, else Fashion-MNIST (always fetchable)."""
+    if name != "auto":
+        return name
+    from cnnzoo.data import dataset_info
+
+    return "cifar10" if dataset_info("cifar10", root=root).fetched else "fashion-mnist"
+
+
+def load_dataset(name: str, root: str | None = None) -> Dataset:
+    """Both splits of a fetched dataset (a DatasetNotFoundError says how to fetch it)."""
+    from cnnzoo.data import dataset_info, load_arrays
+
+    train, test = load_arrays(name, "train", root), load_arrays(name, "test", root)
+    info = replace(
+        dataset_info(name, root=root), train_size=int(train[0].shape[0]), test_size=int(test[0].shape[0])
+    )
+    return Dataset(name, train, test, info)
+
+
+def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """`n` indices with the classes in their overall proportions, fixed by `seed` (all of them
+    when n <= 0 or n >= len(labels)). The order is stratified too: every prefix of the result is
+    itself a stratified subset, so the subsets of one seed are nested."""
+    g = torch.Generator().manual_seed(seed)
+    total = labels.shape[0]
+    if n <= 0 or n > total:
+        n = total
+    perm = torch.randperm(total, generator=g)
+    # Rank every sample within its class in the shuffled order, then take the lowest ranks
+    # first: each class contributes in proportion, and small n still covers every class.
+    shuffled = labels[perm]
+    rank = torch.empty(total, dtype=torch.float64)
+    for c in shuffled.unique():
+        where = (shuffled == c).nonzero().flatten()
+        rank[where] = (torch.arange(where.numel(), dtype=torch.float64) + 0.5) / where.numel()
+    order = torch.argsort(rank, stable=True)
+    return perm[order[:n]]
+
+
+def normalize(images: torch.Tensor, info: Any) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float, scaled to [0, 1] and normalised with the dataset's mean/std."""
+    c = images.shape[1]
+    mean = torch.tensor(info.mean, dtype=torch.float32).view(1, c, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32).view(1, c, 1, 1)
+    return (images.float() / 255 - mean) / std
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits of `model` in eval mode on normalised float inputs, in batches."""
+    model.eval()
+    return torch.cat([model(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)])
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+class StepChunks:
+    """A loader whose every "epoch" is the next `steps` batches of `loader`'s endless stream.
+
+    The Trainer evaluates and logs once per epoch; chunks let it do so every few hundred
+    steps, and let a 100-image subset train for as many steps as a large one. Epochs of the
+    underlying loader follow one another with their own permutations (`set_epoch`).
+    """
+
+    def __init__(self, loader: Any, steps: int) -> None:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.loader, self.steps = loader, steps
+        self._epoch = 0
+        self._it: Iterator | None = None
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        # The stream goes on where the last chunk stopped: a run is trained once, never resumed.
+        pass
+
+    def _next(self) -> Any:
+        if self._it is not None:
+            try:
+                return next(self._it)
+            except StopIteration:
+                pass
+        self.loader.set_epoch(self._epoch)
+        self._epoch += 1
+        self._it = iter(self.loader)
+        return next(self._it)
+
+    def __iter__(self) -> Iterator[Any]:
+        for _ in range(self.steps):
+            yield self._next()
+
+
+@dataclass
+class RunResult:
+    name: str
+    history: list[dict[str, Any]]  # the Trainer's rows, plus epochs_seen (passes over the train set)
+    final: dict[str, Any]
+    model: nn.Module
+    seconds: float  # training time (evaluation excluded)
+    out: str
+
+    @property
+    def test_top1(self) -> float:
+        return float(self.history[-1]["test_top1"])
+
+    @property
+    def train_top1(self) -> float:
+        return float(self.history[-1]["train_top1"])
+
+
+def train_run(
+    ctx: Context,
+    name: str,
+    model: str,
+    *,
+    data: Dataset,
+    train_idx: torch.Tensor | None = None,
+    test_idx: torch.Tensor | None = None,
+    epochs: float = 1.0,
+    evals_per_epoch: int = 1,
+    steps: int | None = None,
+    evals: int | None = None,
+    batch_size: int = 128,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    warmup: float = 0.0,
+    augment: str | None = None,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+    pretrained: str | None = None,
+) -> RunResult:
+    """Train registered model `model` on a subset of `data` with the Trainer; test after every chunk.
+
+    Length is `epochs` passes over the training subset, evaluated `evals_per_epoch` times a
+    pass, or, when `steps` is given, `steps` optimizer steps evaluated `evals` times.
+    """
+    from cnnzoo.data import TensorLoader
+    from cnnzoo.train import Trainer, resolve_config
+
+    x, y = data.train
+    if train_idx is not None:
+        x, y = x[train_idx], y[train_idx]
+    tx, ty = data.test
+    if test_idx is not None:
+        tx, ty = tx[test_idx], ty[test_idx]
+    n = x.shape[0]
+    info = replace(data.info, train_size=n, test_size=int(tx.shape[0]))
+    common = dict(mean=info.mean, std=info.std, device="cpu", seed=seed)
+    # Whole batches only, so that every step sees `batch_size` samples and epochs_seen is exact.
+    batch_size = min(batch_size, n)
+    train_loader = TensorLoader(
+        x, y, batch_size=batch_size, shuffle=True, drop_last=True, augment=augment, **common
+    )
+    test_loader = TensorLoader(tx, ty, batch_size=500, shuffle=False, pad_shards=False, **common)
+    per_epoch = len(train_loader)
+    if steps is not None:
+        chunks = max(1, evals or 1)
+        chunk_steps = max(1, math.ceil(steps / chunks))
+    else:
+        chunks = max(1, round(epochs * evals_per_epoch))
+        chunk_steps = max(1, math.ceil(per_epoch / evals_per_epoch))
+    out = ctx.runs_dir(name)
+    config = resolve_config(
+        None,
+        model=model,
+        data=data.name,
+        epochs=chunks,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup=warmup,
+        augment=augment,
+        seed=seed,
+        device="cpu",
+        out=str(out),
+        progress=False,
+        summary=False,
+        checkpoint_every=chunks,  # one checkpoint, at the end: the runs are short
+        model_kwargs=dict(model_kwargs or {}),
+        pretrained=pretrained,
+    )
+    trainer = Trainer(
+        config,
+        data=(StepChunks(train_loader, chunk_steps), test_loader, info),
+        log=lambda text: ctx.log(f"  [{name}] {text}"),
+    )
+    final = trainer.fit()
+    history = [dict(row) for row in trainer.history]
+    for row in history:
+        row["epochs_seen"] = row["epoch"] * chunk_steps * batch_size / n
+    seconds = sum(r["train_seconds"] for r in history)
+    return RunResult(name, history, final, trainer.raw_model.eval(), seconds, str(out))
+
+
+def fit_module(
+    model: nn.Module,
+    data: Dataset,
+    train_idx: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    log: Any = None,
+    name: str = "model",
+) -> float:
+    """Train any module (one that is not a registered model, which the Trainer needs) with SGD,
+    momentum 0.9 and a cosine schedule; returns the training seconds."""
+    import time
+
+    from cnnzoo.data import TensorLoader
+
+    x, y = data.train[0][train_idx], data.train[1][train_idx]
+    loader = TensorLoader(
+        x,
+        y,
+        batch_size=min(batch_size, x.shape[0]),
+        shuffle=True,
+        drop_last=True,
+        mean=data.info.mean,
+        std=data.info.std,
+        seed=seed,
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    total = epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        loader.set_epoch(epoch)
+        loss_sum, seen = 0.0, 0
+        for xb, yb in loader:
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum, seen = loss_sum + loss.item() * yb.shape[0], seen + yb.shape[0]
+        if log is not None:
+            log(f"  [{name}] epoch {epoch + 1}/{epochs}  train loss {loss_sum / max(seen, 1):.4f}")
+    model.eval()
+    return time.perf_counter() - start

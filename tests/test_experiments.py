@@ -1,0 +1,288 @@
+"""The experiments: each one end to end at its tiny budget on fake data, and the measuring parts
+against independent oracles.
+
+The end-to-end runs check what a report must hold (the command, seeds, machine, wall time, a
+plain verdict per finding, tables, plots that are real PNGs), not the verdicts: on a few
+hundred fake images a claim may hold or not. The measurements behind the verdicts are checked
+on inputs whose answer is known without the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from cnnzoo.experiments import EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
+from cnnzoo.experiments.activations import time_to_target
+from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
+from cnnzoo.experiments.equivariance import (
+    P4CNN,
+    PlainCNN,
+    classifier_rotation,
+    layer_translation_errors,
+    relative_error,
+    shift,
+)
+from cnnzoo.experiments.plots import pareto_front
+from cnnzoo.experiments.report import ExperimentResult, Table, render_markdown
+from cnnzoo.experiments.training import StepChunks, stratified_subset
+from experiment_fakes import write_fake_root
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return write_fake_root(tmp_path_factory.mktemp("data"))
+
+
+# -- every experiment, end to end --------------------------------------------------------------
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_tiny_end_to_end(name, data_root, tmp_path):
+    out = tmp_path / name
+    lines: list[str] = []
+    result = run_experiment(name, "tiny", out, data_root=str(data_root), threads=1, log=lines.append)
+    assert lines and lines[-1].startswith(f"{name}: the claim ")
+
+    # The report a person reads: verdict in words, every finding, how it was made.
+    md = (out / "report.md").read_text()
+    assert f"--budget tiny --out {out}" in md and f"--data-root {data_root}" in md
+    assert re.search(r"\*\*The claim (held|did not hold|held only in part)\*\*", md)
+    assert md.count("- **Held:**") + md.count("- **Did not hold:**") == len(result.findings) >= 1
+    for needle in ("Seeds:", "Machine:", "cores", "torch ", "Wall time:", "## Measurements"):
+        assert needle in md, needle
+    assert all(isinstance(f.held, bool) and f.evidence for f in result.findings)
+    assert result.meta["machine"]["threads"] == 1 and result.meta["wall_seconds"] >= 0
+
+    # Plots: referenced in the report, on disk, real PNGs.
+    assert result.figures
+    for fig in result.figures:
+        assert f"]({fig.file})" in md
+        assert (out / fig.file).read_bytes()[:8] == PNG_MAGIC
+
+    # result.json is what `cnnzoo report` reads back.
+    again = read_result(out)
+    assert again.to_dict() == json.loads(json.dumps(result.to_dict()))
+    assert again.verdict == result.verdict
+    # Every table is rectangular.
+    for t in result.tables:
+        assert all(len(row) == len(t.columns) for row in t.rows), t.title
+
+
+def test_budgets_and_overrides():
+    for name in EXPERIMENTS:
+        exp = get_experiment(name)
+        assert set(exp.budgets) == {"tiny", "small", "full"}
+        assert exp.claim and exp.source and exp.title
+    with pytest.raises(ValueError, match="did you mean degradation"):
+        run_experiment("degradaton", "tiny")
+    with pytest.raises(ValueError, match="no budget 'huge'"):
+        run_experiment("nas", "huge")
+    with pytest.raises(ValueError, match="has no setting epoch; its settings are"):
+        run_experiment("degradation", "tiny", overrides={"epoch": 3})
+
+
+def test_missing_dataset_says_how_to_fetch(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cnnzoo data fetch fashion-mnist"):
+        run_experiment(
+            "activations", "tiny", tmp_path / "out", data_root=str(tmp_path / "empty"), log=lambda s: None
+        )
+
+
+def test_cli_experiment_and_errors(data_root, tmp_path):
+    def cnnzoo(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "cnnzoo", *args], capture_output=True, text=True, timeout=300
+        )
+
+    listed = cnnzoo("experiment", "--list", "--format", "json")
+    assert listed.returncode == 0
+    assert [r["name"] for r in json.loads(listed.stdout)] == list(EXPERIMENTS)
+
+    out = tmp_path / "eq"
+    done = cnnzoo(
+        "experiment",
+        "equivariance",
+        "--budget",
+        "tiny",
+        "--out",
+        str(out),
+        "--data-root",
+        str(data_root),
+        "--threads",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the claim" in done.stdout and (out / "report.md").is_file() and (out / "rotation.png").is_file()
+
+    for args, message in (
+        (("experiment", "nass"), "unknown experiment 'nass'; did you mean nas?"),
+        (("experiment",), "name an experiment"),
+        (("experiment", "nas", "--threads", "0"), "--threads must be >= 1"),
+        (
+            (
+                "experiment",
+                "activations",
+                "--budget",
+                "tiny",
+                "--out",
+                str(tmp_path / "x"),
+                "--data-root",
+                str(tmp_path),
+            ),
+            "cnnzoo data fetch fashion-mnist",
+        ),
+        (("report", "--reports", str(tmp_path / "none")), "no reports folder"),
+        (
+            ("report", "--reports", str(tmp_path), "--out", str(tmp_path / "page.txt")),
+            "must name an .html file",
+        ),
+    ):
+        bad = cnnzoo(*args)
+        assert bad.returncode == 2, (args, bad.stderr)
+        # One error line, last, no traceback (a run may log its start before it fails).
+        lines = bad.stderr.strip().splitlines()
+        errors = [line for line in lines if line.startswith("cnnzoo: error: ")]
+        assert errors == lines[-1:] and message in errors[0], bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+# -- the report --------------------------------------------------------------------------------
+def test_verdict_wording():
+    r = ExperimentResult("x", "T", "claim", "src", tables=[Table("t", ["a", "b"], [[1, 2.5]])])
+    assert r.verdict == "no finding"
+    r.findings = [Finding("a", True, "e"), Finding("b", True, "e")]
+    assert r.verdict == "held" and "**The claim held**" in render_markdown(r)
+    r.findings[1].held = False
+    assert r.verdict == "partly held" and "**The claim held only in part**" in render_markdown(r)
+    r.findings[0].held = False
+    md = render_markdown(r)
+    assert r.verdict == "did not hold" and "**The claim did not hold**" in md
+    assert "- **Did not hold:** a — e" in md and "| 1 | 2.5 |" in md
+
+
+# -- the measurements, against oracles ----------------------------------------------------------
+def test_stratified_subset_is_stratified_nested_and_seeded():
+    labels = torch.arange(1000) % 10
+    labels[:300] = 0  # unbalanced: class 0 is 37% of the set
+    sub = stratified_subset(labels, 100, seed=3)
+    assert len(set(sub.tolist())) == 100
+    counts = torch.bincount(labels[sub], minlength=10)
+    expected = torch.bincount(labels, minlength=10) / 10  # proportions of the whole set
+    assert (counts - expected).abs().max() <= 1
+    whole = stratified_subset(labels, 0, seed=3)
+    assert sorted(whole.tolist()) == list(range(1000))
+    assert torch.equal(whole[:100], sub)  # nested: a small subset is a prefix of a larger one
+    assert torch.equal(stratified_subset(labels, 100, seed=3), sub)
+    assert not torch.equal(stratified_subset(labels, 100, seed=4), sub)
+
+
+def test_step_chunks_continue_the_stream_across_epochs():
+    class Loader:
+        def __init__(self):
+            self.epochs: list[int] = []
+
+        def set_epoch(self, e):
+            self.epochs.append(e)
+
+        def __iter__(self):
+            e = self.epochs[-1]
+            return iter([(e, 0), (e, 1), (e, 2)])
+
+    loader = Loader()
+    chunks = StepChunks(loader, 2)
+    assert len(chunks) == 2
+    seen = [b for _ in range(4) for b in chunks]
+    assert seen == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+
+
+def test_time_to_target_interpolates():
+    # Crossing 0.8 between (1, 0.6) and (2, 1.0): halfway.
+    assert time_to_target([1, 2, 3], [0.6, 1.0, 1.0], 0.8) == pytest.approx(1.5)
+    # Before the first measurement: from (0, chance).
+    assert time_to_target([2.0], [0.9], 0.5, start=0.1) == pytest.approx(2.0 * 0.4 / 0.8)
+    assert time_to_target([1, 2], [0.3, 0.4], 0.8) is None
+
+
+def brute_force_front(costs, scores):
+    n = len(costs)
+    return sorted(
+        i
+        for i in range(n)
+        if not any(
+            costs[j] <= costs[i] and scores[j] >= scores[i] and (costs[j], scores[j]) != (costs[i], scores[i])
+            for j in range(n)
+        )
+    )
+
+
+def test_pareto_front_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        costs = torch.randint(0, 6, (8,), generator=g).tolist()
+        scores = torch.randint(0, 6, (8,), generator=g).tolist()
+        assert sorted(pareto_front(costs, scores)) == brute_force_front(costs, scores)
+    # Hand example: (1, 0.5) and (4, 0.9) are the frontier; (2, 0.4) and (5, 0.9) are dominated.
+    assert pareto_front([2, 1, 4, 5], [0.4, 0.5, 0.9, 0.9]) == [1, 2]
+
+
+def test_beyond_frontier():
+    points = {"lenet": (1.0, 0.80), "resnet": (30.0, 0.90), "mobile": (5.0, 0.85), "slow": (40.0, 0.88)}
+    assert beyond_frontier(points, {"lenet", "resnet"}) == ["mobile"]
+    assert beyond_frontier({"a": (1.0, 0.9), "b": (2.0, 0.9)}, {"a"}) == []
+
+
+def test_latency_is_measured_per_model():
+    slow = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(8)])
+    fast = nn.Conv2d(8, 8, 1)
+    ms = measure_latency({"slow": slow, "fast": fast}, (8, 32, 32), rounds=3, min_seconds=0.005)
+    assert set(ms) == {"slow", "fast"} and all(v > 0 for v in ms.values())
+    assert ms["slow"] > ms["fast"]  # 72x the multiply-adds
+
+
+def test_shift_against_slicing():
+    x = torch.arange(25.0).view(1, 1, 5, 5)
+    z = shift(x, 1, -2, "zero")
+    want = torch.zeros_like(x)
+    want[..., 1:, :3] = x[..., :4, 2:]
+    assert torch.equal(z, want)
+    assert torch.equal(shift(x, 2, 3, "circular"), torch.roll(x, (2, 3), (-2, -1)))
+    assert torch.equal(shift(x, 7, 0, "zero"), torch.zeros_like(x))
+    with pytest.raises(ValueError, match="'circular' or 'zero'"):
+        shift(x, 1, 1, "reflect")
+
+
+def test_translation_errors_exact_where_the_theory_says():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    x = torch.randn(4, 1, 16, 16)
+    errs = layer_translation_errors(conv, x, 4)
+    assert max(errs["circular"]) < 1e-6 and max(errs["zero_interior"]) < 1e-6
+    assert min(errs["zero"]) > 1e-3  # the border sees the zero-filled band
+    assert max(errs["pool"][1::2]) < 1e-6  # even shifts move the pooled map by whole pixels
+    assert min(errs["pool"][0::2]) > 1e-3  # odd shifts do not
+    assert relative_error(torch.ones(3), torch.ones(3)) == 0.0
+
+
+def test_p4_classifier_is_rotation_invariant_and_the_plain_twin_has_its_weights():
+    torch.manual_seed(0)
+    p4, plain = P4CNN((2, 4, 4)), PlainCNN((4, 8, 8))
+    # Every 3x3 conv after the first has exactly its twin's number of weights.
+    assert [c.weight.numel() for c in p4.convs] == [c.weight.numel() for c in plain.convs[1:]]
+    p4.eval()
+    x = torch.randn(64, 1, 28, 28)
+    logits = p4(x)
+    for k in (1, 2, 3):
+        torch.testing.assert_close(p4(torch.rot90(x, k, (-2, -1))), logits, rtol=0, atol=1e-5)
+    y = logits.argmax(1)
+    r = classifier_rotation(p4, x, y)
+    assert r["agreement"] == [1.0] * 4 and r["accuracy"] == [1.0] * 4
+    assert math.isclose(sum(r["agreement"]), 4.0)
