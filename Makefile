@@ -21,7 +21,9 @@ demo: $(STAMP)
 tour: $(STAMP)
 	$(BIN)/python examples/demo.py
 
+# The HTML report's test opens the page in Debian's headless chromium (tests/test_report_html.py).
 test: $(STAMP)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 	$(BIN)/ruff check src tests benchmarks examples hubconf.py
 	$(BIN)/python -m pytest -q -n 2 tests
 
