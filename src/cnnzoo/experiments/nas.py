@@ -26,9 +26,10 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from cnnzoo.experiments.efficiency import MODEL_KWARGS
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 from cnnzoo.models.nas import NAS_SPACE, DesignSpace, NasSpec, spec_macs
@@ -54,6 +55,9 @@ class Settings:
     weight_decay: float = 0.05
     baselines: tuple[str, ...] = ("lenet5", "resnet20", "mobilenet_v2")
     latency_rounds: int = 15
+    model_kwargs: dict[str, dict[str, Any]] = field(
+        default_factory=lambda: dict(MODEL_KWARGS)
+    )  # as efficiency
 
 
 BUDGETS = {
@@ -253,7 +257,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     found = "found by search"
     for name, model, kwargs in [
         (found, "nas_candidate", {"arch": best.spec.arch}),
-        *((b, b, {}) for b in s.baselines),
+        *((b, b, s.model_kwargs.get(b, {})) for b in s.baselines),
     ]:
         finals[name] = train_run(
             ctx,
@@ -344,6 +348,14 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             f"best proxy validation accuracy: evolution {100 * best_e:.2f}%, random {100 * best_r:.2f}%",
         )
     )
+    if s.model_kwargs:
+        result.notes.append(
+            "Built with options: "
+            + "; ".join(
+                f"{n} " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) for n, kw in s.model_kwargs.items()
+            )
+            + " (LeNet-5's 1998 sigmoids stay on their plateau for a run this short; see the activations experiment)."
+        )
     result.notes.append(
         f"Each strategy trains {s.candidates} candidates (out of {NAS_SPACE.size():,} in the space) on a proxy "
         f"task of {s.proxy_train_size:,} images for {s.proxy_epochs} epoch(s): proxy rankings are noisy, and with "

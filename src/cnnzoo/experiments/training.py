@@ -175,7 +175,7 @@ def train_run(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     schedule: str = "cosine",
-    warmup: float = 0.0,
+    warmup_steps: int = 0,
     augment: str | None = None,
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
@@ -184,7 +184,8 @@ def train_run(
     """Train registered model `model` on a subset of `data` with the Trainer; test after every chunk.
 
     Length is `epochs` passes over the training subset, evaluated `evals_per_epoch` times a
-    pass, or, when `steps` is given, `steps` optimizer steps evaluated `evals` times.
+    pass, or, when `steps` is given, `steps` optimizer steps evaluated `evals` times. The
+    learning rate rises linearly over the first `warmup_steps` steps.
     """
     from cnnzoo.data import TensorLoader
     from cnnzoo.train import Trainer, resolve_config
@@ -223,7 +224,7 @@ def train_run(
         momentum=momentum,
         weight_decay=weight_decay,
         schedule=schedule,
-        warmup=warmup,
+        warmup=warmup_steps / chunk_steps,  # the Trainer counts warm-up in its (chunk) epochs
         augment=augment,
         seed=seed,
         device="cpu",
