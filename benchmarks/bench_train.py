@@ -89,8 +89,21 @@ def bare_steps(model: nn.Module, images, labels, mean, std, batch: int, steps: i
     return time.perf_counter() - t0
 
 
-def cnnzoo_steps(name: str, images, labels, info, batch: int, steps: int, lr: float, **model_kwargs) -> float:
-    """One epoch of cnnzoo's Trainer over exactly `steps` batches. Returns the epoch's seconds."""
+def cnnzoo_steps(
+    name: str,
+    images,
+    labels,
+    info,
+    batch: int,
+    steps: int,
+    lr: float,
+    amp: bool = False,
+    compile: bool = False,
+) -> float:
+    """One epoch of cnnzoo's Trainer over exactly `steps` batches. Returns the epoch's seconds.
+
+    With `compile`, a first epoch over the same batches pays for compilation and is not timed.
+    """
     sub = steps * batch
     train_loader = TensorLoader(
         images[:sub], labels[:sub], batch_size=batch, mean=info.mean, std=info.std, seed=0, channels_last=True
@@ -100,26 +113,46 @@ def cnnzoo_steps(name: str, images, labels, info, batch: int, steps: int, lr: fl
     )
     cfg = resolve_config(
         None, model=name, data=DATA, epochs=1, batch_size=batch, lr=lr, optimizer="sgd", weight_decay=1e-4,
-        schedule="constant", channels_last=True, out="/tmp/cnnzoo-bench-train", summary=False, progress=False,
-        model_kwargs=model_kwargs,
+        schedule="constant", channels_last=True, amp=amp, compile=compile, out="/tmp/cnnzoo-bench-train",
+        summary=False, progress=False,
     )  # fmt: skip
     trainer = Trainer(cfg, data=(train_loader, test_loader, info), log=lambda *_: None)
-    return trainer.train_epoch(0)["train_seconds"]
+    if compile:
+        trainer.train_epoch(0)
+    return trainer.train_epoch(1)["train_seconds"]
 
 
-def bench_throughput(name: str, images, labels, info, batch: int, steps: int, rounds: int, **kw) -> dict:
+VARIANTS = {  # cnnzoo train flags timed against the same bare loop; all use channels_last
+    "fp32": {},
+    "--amp": {"amp": True},  # bf16 autocast: native on CPUs with AVX512-BF16/AMX, emulated (slow) elsewhere
+    "--compile": {"compile": True},
+}
+
+
+def bench_throughput(
+    name: str, images, labels, info, batch: int, steps: int, rounds: int, variants: list[str]
+) -> list[dict]:
+    """Rounds alternate the contenders' order; each cnnzoo variant against the bare loop's median."""
     lr = 0.05
-    ours, bare = [], []
+    times: dict[str, list[float]] = {v: [] for v in ["bare", *variants]}
     for r in range(rounds):
-        for who in ("cnnzoo", "bare") if r % 2 == 0 else ("bare", "cnnzoo"):
-            if who == "cnnzoo":
-                ours.append(cnnzoo_steps(name, images, labels, info, batch, steps, lr, **kw))
-            else:
+        order = ["bare", *variants]
+        for who in order if r % 2 == 0 else order[::-1]:
+            if who == "bare":
                 torch.manual_seed(0)
-                model = cnnzoo.create_model(name, num_classes=10, in_chans=1, **kw)
-                bare.append(bare_steps(model, images, labels, info.mean, info.std, batch, steps, lr))
-    o, b = statistics.median(ours), statistics.median(bare)
-    return {"model": name, "cnnzoo_img_s": steps * batch / o, "bare_img_s": steps * batch / b, "ratio": b / o}
+                model = cnnzoo.create_model(name, num_classes=10, in_chans=1)
+                times[who].append(bare_steps(model, images, labels, info.mean, info.std, batch, steps, lr))
+            else:
+                times[who].append(cnnzoo_steps(name, images, labels, info, batch, steps, lr, **VARIANTS[who]))
+    b = statistics.median(times["bare"])
+    rows = []
+    for v in variants:
+        o = statistics.median(times[v])
+        rows.append(
+            {"model": name, "variant": v, "cnnzoo_img_s": steps * batch / o, "bare_img_s": steps * batch / b,
+             "ratio": b / o}
+        )  # fmt: skip
+    return rows
 
 
 # -- 3. time to 90% -----------------------------------------------------------------------------
@@ -183,6 +216,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60, help="training steps per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-time-to-90", action="store_true")
+    parser.add_argument(
+        "--variants", default="fp32,--amp", help=f"cnnzoo variants to time, from {','.join(VARIANTS)}"
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -201,13 +237,17 @@ def main() -> int:
     print(f"ratio {r['ratio']:.1f}x")
 
     print(f"\n## 2. training throughput, batch {args.batch}, {args.steps} steps, median of {args.rounds}")
-    print(f"{'model':10s} {'cnnzoo img/s':>13s} {'bare loop img/s':>16s} {'ratio':>7s}")
-    for name, kw in (("resnet20", {}), ("lenet5", {})):
-        row = bench_throughput(name, images, labels, info, args.batch, args.steps, args.rounds, **kw)
-        print(
-            f"{name:10s} {row['cnnzoo_img_s']:13.1f} {row['bare_img_s']:16.1f} {row['ratio']:7.2f}",
-            flush=True,
-        )
+    print(f"{'model':10s} {'cnnzoo':10s} {'cnnzoo img/s':>13s} {'bare loop img/s':>16s} {'ratio':>7s}")
+    variants = args.variants.split(",")
+    for name in ("resnet20", "lenet5"):
+        for row in bench_throughput(
+            name, images, labels, info, args.batch, args.steps, args.rounds, variants
+        ):
+            print(
+                f"{name:10s} {row['variant']:10s} {row['cnnzoo_img_s']:13.1f} {row['bare_img_s']:16.1f} "
+                f"{row['ratio']:7.2f}",
+                flush=True,
+            )
 
     if not args.skip_time_to_90:
         print("\n## 3. LeNet-5 to 90% Fashion-MNIST test top-1 (lenet-fast recipe), training seconds")
