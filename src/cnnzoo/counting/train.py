@@ -224,9 +224,9 @@ class CountingBatches:
 
     Each sample: optional rescaling by a random factor in `scale` (image resampled, map rebuilt
     from the moved points), a random crop of `crop` pixels whose corner lies on the stride grid
-    (smaller images are zero-padded, in normalised units, i.e. with the mean colour), and a
-    horizontal flip. Samples of one batch are zero-padded to the largest. The same `seed` and
-    epoch give the same batches.
+    (an image smaller than the crop is taken whole), and a horizontal flip. Images are
+    zero-padded in normalised units (i.e. with the mean colour) to whole stride cells, and the
+    samples of a batch to the largest of them. The same `seed` and epoch give the same batches.
     """
 
     def __init__(
@@ -276,19 +276,17 @@ class CountingBatches:
             pooled = sum_pool(density_map(points, image.shape[:2], **self.density), s)
         else:
             pooled = self.pooled_density(index)
-        x = _normalise(image)
         h, w = image.shape[:2]
-        ch, cw = self.crop if self.crop is not None else (h, w)
-        # Pad to at least the crop and to a whole number of stride cells (the pooled map's size).
-        ph, pw = max(ch, pooled.shape[0] * s), max(cw, pooled.shape[1] * s)
-        ch, cw = -(-ch // s) * s, -(-cw // s) * s
-        x = F.pad(x, (0, pw - w, 0, ph - h))
-        d = np.zeros((ph // s, pw // s), dtype=np.float32)
-        d[: pooled.shape[0], : pooled.shape[1]] = pooled
+        # The image padded to whole stride cells is what the pooled map covers; a crop larger
+        # than that takes all of it (the batch pads it), rather than training on padding.
+        ph, pw = pooled.shape[0] * s, pooled.shape[1] * s
+        x = F.pad(_normalise(image), (0, pw - w, 0, ph - h))
+        ch, cw = self.crop if self.crop is not None else (ph, pw)
+        ch, cw = min(ch, ph), min(cw, pw)
         oy = s * int(rng.integers(0, (ph - ch) // s + 1))
         ox = s * int(rng.integers(0, (pw - cw) // s + 1))
         x = x[:, oy : oy + ch, ox : ox + cw]
-        d = d[oy // s : (oy + ch) // s, ox // s : (ox + cw) // s]
+        d = pooled[oy // s : (oy + ch) // s, ox // s : (ox + cw) // s]
         if self.flip and rng.random() < 0.5:
             x, d = x.flip(-1), d[:, ::-1]
         target = torch.from_numpy(np.ascontiguousarray(d))[None] * self.density_scale
@@ -418,30 +416,20 @@ def _resolve_pretrained(config: CountConfig) -> str | None:
     return str(imagenet_weights(COUNTER_SPECS[config.model].trunk))
 
 
-def default_out(config: CountConfig) -> Path:
-    base = Path("runs") / f"{config.model}-shanghaitech-{config.part}"
-    path, n = base, 1
-    while (path / "config.json").exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
 def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `config`, select the epoch with the lowest validation MAE, report test MAE/RMSE."""
     from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
     from cnnzoo.train.optim import LRSchedule, build_optimizer
     from cnnzoo.train.progress import ProgressBar
+    from cnnzoo.train.trainer import default_out, resolve_device
     from cnnzoo.weights import read_state_dict, save_weights
 
     config.validate()
     say = log if log is not None else print
     if config.workers > 0:
         torch.set_num_threads(config.workers)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    )
-    out = Path(config.out) if config.out else default_out(config)
+    device = resolve_device(config.device)
+    out = Path(config.out) if config.out else default_out(_train_config(config))  # runs/MODEL-shanghaitech-B
     config.out = str(out)
     ckpt = latest_checkpoint(out) if config.resume else None
     if config.resume and ckpt is None:
