@@ -161,6 +161,8 @@ def test_recipes_and_config_checks():
         CountConfig(root="x", crop=(100, 100)).validate()
     with pytest.raises(ValueError, match="unknown counter"):
         CountConfig(root="x", model="resnet50").validate()
+    with pytest.raises(ValueError, match="never on test"):
+        CountConfig(root="x", val_fraction=0.0).validate()
 
 
 # -- the CLI -------------------------------------------------------------------------------------

@@ -118,6 +118,11 @@ class CountConfig:
             )
         if self.scale is not None and not (0 < self.scale[0] <= self.scale[1]):
             raise ValueError(f"scale must be LO,HI with 0 < LO <= HI, got {self.scale}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(
+                f"val_fraction must be in (0, 1), got {self.val_fraction}: the epoch is chosen on "
+                "validation images held out of train, never on test"
+            )
         if self.density is not None and self.density not in METHODS:
             raise ValueError(f"density must be one of {', '.join(METHODS)}, got {self.density!r}")
 
