@@ -46,7 +46,13 @@ BUDGETS = {
 
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import load_dataset, resolve_data, stratified_subset, train_run
+    from cnnzoo.experiments.training import (
+        PRECISE_BN_NOTE,
+        load_dataset,
+        resolve_data,
+        stratified_subset,
+        train_run,
+    )
 
     data = load_dataset(resolve_data(s.data, ctx.data_root), ctx.data_root)
     train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
@@ -136,6 +142,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             "paper's 64,000 steps on 50,000 CIFAR-10 images: the ordering of the curves can change "
             "later in training, and one seed does not measure the run-to-run spread."
         )
+    result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         "The 56-layer nets cost about three times the 20-layer ones per step (see the table), so "
         "at equal wall time the deep nets would have seen a third of the data."

@@ -117,7 +117,7 @@ def beyond_frontier(points: dict[str, tuple[float, float]], classic: set[str]) -
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.analysis import profile
-    from cnnzoo.experiments.training import load_dataset, stratified_subset, train_run
+    from cnnzoo.experiments.training import PRECISE_BN_NOTE, load_dataset, stratified_subset, train_run
     from cnnzoo.registry import model_info
 
     data = load_dataset(s.data, ctx.data_root)
@@ -171,6 +171,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             )
             + " (LeNet-5's 1998 sigmoids stay on their plateau for a run this short; see the activations experiment)."
         )
+    result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         "The ImageNet families (MobileNet, ShuffleNet, EfficientNet) downsample by 32, so a 28-px image "
         "ends as a 1-px map; they were designed for 224 px and a few epochs on a few thousand images "

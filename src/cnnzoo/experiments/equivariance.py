@@ -254,7 +254,13 @@ def classifier_rotation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 
 # -- the experiment ------------------------------------------------------------------------------
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import fit_module, load_dataset, normalize, stratified_subset
+    from cnnzoo.experiments.training import (
+        PRECISE_BN_NOTE,
+        fit_module,
+        load_dataset,
+        normalize,
+        stratified_subset,
+    )
     from cnnzoo.registry import create_model
 
     data = load_dataset(s.data, ctx.data_root)
@@ -406,6 +412,15 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             f"rotation (plain twin: as few as {100 * plain_agree:.1f}%)",
         )
     )
+    if min(gap) < s.agreement:
+        result.notes.append(
+            "ResNet-20 is less shift-invariant than its global average pooling suggests: it downsamples with "
+            "stride-2 convolutions, which are equivariant only to even shifts and alias the rest (Zhang 2019, "
+            "Making Convolutional Networks Shift-Invariant Again, arXiv:1904.11486; Azulay & Weiss 2019, "
+            "arXiv:1805.12177), and Fashion-MNIST's items are always centred, so no training image taught "
+            "it otherwise (no crop augmentation here)."
+        )
+    result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         "Exact equivariance is a property of the layers; a whole classifier loses it wherever the grid "
         "does not map onto itself: strided convs and pools for odd shifts, borders for zero-filled shifts. "

@@ -189,7 +189,13 @@ def best_so_far(cands: list[Candidate]) -> list[float]:
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.analysis import profile
     from cnnzoo.experiments.efficiency import add_comparison, measure_latency
-    from cnnzoo.experiments.training import Dataset, load_dataset, stratified_subset, train_run
+    from cnnzoo.experiments.training import (
+        PRECISE_BN_NOTE,
+        Dataset,
+        load_dataset,
+        stratified_subset,
+        train_run,
+    )
     from cnnzoo.registry import model_info
 
     data = load_dataset(s.data, ctx.data_root)
@@ -356,6 +362,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             )
             + " (LeNet-5's 1998 sigmoids stay on their plateau for a run this short; see the activations experiment)."
         )
+    result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         f"Each strategy trains {s.candidates} candidates (out of {NAS_SPACE.size():,} in the space) on a proxy "
         f"task of {s.proxy_train_size:,} images for {s.proxy_epochs} epoch(s): proxy rankings are noisy, and with "

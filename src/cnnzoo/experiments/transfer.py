@@ -62,7 +62,7 @@ def _backbone_file(ctx: Context, s: Settings, pretrained, num_classes: int, in_c
 
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import load_dataset, stratified_subset, train_run
+    from cnnzoo.experiments.training import PRECISE_BN_NOTE, load_dataset, stratified_subset, train_run
 
     source = load_dataset(s.source, ctx.data_root)
     target = load_dataset(s.target, ctx.data_root)
@@ -171,6 +171,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
                 f"advantage {gap_small:+.2f} points with {small[0]:,} images vs {gap_all:+.2f} with all {n_target:,}",
             )
         )
+    result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         f"Every target run takes the same {s.steps} steps, so the smallest subsets are seen many times "
         f"over ({s.steps * min(s.batch_size, sizes[0]) // sizes[0]} passes over {sizes[0]:,} images) "
