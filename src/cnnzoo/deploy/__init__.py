@@ -1,0 +1,1 @@
+"""Deployment: inference-time folding, export (ONNX, TorchScript, torch.export) and benchmarks."""
