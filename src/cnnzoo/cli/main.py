@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     from cnnzoo.cli import data_cmd, train_cmd
 
     data_cmd.add_parser(sub)
+    from cnnzoo.cli import deploy_cmd
+
+    deploy_cmd.add_parsers(sub)
     from cnnzoo.cli import experiment_cmd
 
     experiment_cmd.add_parsers(sub)

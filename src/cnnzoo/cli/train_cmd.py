@@ -179,6 +179,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
     results = predict(args.checkpoint, args.images, top_k=args.top_k, model=args.model, device=args.device)
+    runtime = getattr(results, "runtime", None)
+    if runtime:  # on stderr, so that the table or JSON on stdout stays machine-readable
+        print(f"cnnzoo: predict ran on {runtime['description']}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(results, indent=2))
         return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def _load_safetensors(path: Path, model: str | None) -> Source:
 
 def _load_state_dict_file(path: Path, model: str | None) -> Source:
     from cnnzoo.registry import create_model, is_model
-    from cnnzoo.weights import read_state_dict
+    from cnnzoo.weights import CheckpointError, read_state_dict
 
     name = model
     if name is None:
@@ -130,5 +131,14 @@ def _load_state_dict_file(path: Path, model: str | None) -> Source:
     num_classes = int(head.shape[0]) if head is not None and head.dim() == 2 else None
     stem = next((v for v in state.values() if v.dim() == 4), None)
     in_chans = int(stem.shape[1]) if stem is not None else None
-    net = create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=path).eval()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        net = create_model(name, num_classes=num_classes, in_chans=in_chans, pretrained=path).eval()
+    replaced = [w for w in caught if "classifier" in str(w.message)]
+    if replaced:  # exporting a randomly initialised head would be meaningless
+        raise CheckpointError(
+            str(replaced[0].message).split(";")[0] + f"; is {str(path)!r} a {name} checkpoint?"
+        )
+    for w in caught:  # the others (an adapted stem, skipped auxiliary heads) are worth seeing
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return Source(net, f"{name} ({path})", _default_input(name, net), trained=True)

@@ -186,9 +186,18 @@ def predict(
     top_k: int = 5,
     model: str | None = None,
     device: str = "cpu",
+    fast: bool = True,
 ) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, resized and normalised as in training."""
+    """Top-k classes with probabilities for each image file, resized and normalised as in training.
+
+    With `fast`, the images run along the fastest inference path whose outputs agree with eager
+    PyTorch on the first images (`cnnzoo.deploy.fastest.run_fastest`: folded BatchNorm +
+    channels_last, or ONNX Runtime for long jobs). The result is a list with a `runtime`
+    attribute saying which path ran and why.
+    """
     import torch.nn.functional as F
+
+    from cnnzoo.deploy.fastest import Predictions, run_fastest
 
     loaded = load_model(path, model=model, device=device)
     run = loaded.run
@@ -200,13 +209,24 @@ def predict(
         img = _load_image(p, c).float().div(255)
         img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
         batch.append((img - mean) / std)
-    logits = loaded.model(torch.stack(batch).to(device))
+    x = torch.stack(batch).to(device)
+    if fast:
+        logits, choice = run_fastest(loaded.model, x)
+    else:
+        logits, choice = loaded.model(x), None
     if isinstance(logits, tuple | list):
         logits = logits[0]
+    if choice is not None:
+        runtime = {"path": choice.best.name, "description": choice.describe()}
+    elif fast:
+        few = f"{len(images)} images: too few to repay checking a faster path"
+        runtime = {"path": "eager", "description": f"eager PyTorch ({few})"}
+    else:
+        runtime = {"path": "eager", "description": "eager PyTorch (fast=False)"}
     probs = logits.float().softmax(1).cpu()
     k = max(1, min(top_k, probs.shape[1]))
     classes = loaded.classes
-    out = []
+    out = Predictions(runtime=runtime)
     for p, row in zip(images, probs, strict=True):
         values, idx = row.topk(k)
         out.append(
