@@ -45,6 +45,20 @@ def test_spec_macs_equal_flop_counter(seed):
 def test_named_specs_profile_like_the_registry():
     for name, arch in NAS_SPECS.items():
         assert cnnzoo.profile(name).total_macs == spec_macs(NasSpec.from_arch(arch))
+        assert NAS_SPACE.contains(NasSpec.from_arch(arch))
+
+
+def test_nas_fmnist_is_what_the_committed_search_found():
+    import json
+    from pathlib import Path
+
+    from cnnzoo.experiments.nas import BUDGETS
+
+    report = Path(__file__).resolve().parents[1] / "reports" / "nas" / "result.json"
+    found = json.loads(report.read_text())
+    assert found["meta"]["budget"] == "full"
+    assert found["data"]["best_arch"] == NAS_SPECS["nas_fmnist"]
+    assert spec_macs(NasSpec.from_arch(NAS_SPECS["nas_fmnist"])) <= BUDGETS["full"].macs_budget
 
 
 def test_arch_strings_round_trip_and_bad_ones_are_explained():
