@@ -285,3 +285,14 @@ def test_predict_runs_the_fastest_exact_path_and_says_which(tmp_path, capsys) ->
     # With no more images than the check needs, eager's own outputs are the answer.
     few = predict(run, images[:2])
     assert few.runtime["path"] == "eager" and "too few" in few.runtime["description"]
+
+
+@pytest.mark.slow  # inductor compiles C++: ~10 s of CPU even for LeNet-5; run with -m slow
+def test_compiled_path_agrees_with_eager() -> None:
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("lenet5").eval()
+    x = torch.randn(2, 1, 28, 28)
+    choice = choose_fastest(model, x, paths=["eager", "compiled"], repeats=2)
+    compiled = choice.candidates[1]
+    assert compiled.name == "compiled" and compiled.exact and compiled.max_rel_error <= 1e-5
+    assert compiled.setup_s > 0

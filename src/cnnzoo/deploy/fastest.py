@@ -156,7 +156,9 @@ def _cuda_graph(model: nn.Module, example: torch.Tensor) -> Run:
     static_in = example.detach().clone().contiguous(memory_format=torch.channels_last)
 
     def step() -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        # Autocast's cache of bf16 weight copies must be off: a graph cannot own memory that the
+        # cache frees when the autocast region ends.
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
             return _first(m(static_in)).float()
 
     with torch.inference_mode():

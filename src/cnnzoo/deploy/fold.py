@@ -56,7 +56,11 @@ class FoldReport:
     channels_last: bool = False
 
     def summary(self) -> str:
-        parts = [f"folded {len(self.folded)} BatchNorm layers into their convolutions"]
+        parts = [
+            f"folded {len(self.folded)} BatchNorm layers into their convolutions"
+            if self.folded or self.kept_batchnorms
+            else "no BatchNorm to fold"
+        ]
         if self.kept_batchnorms:
             parts.append(f"kept {len(self.kept_batchnorms)} (no convolution right before them)")
         if self.removed:
