@@ -277,7 +277,7 @@ def plot_frontiers(
         handles.insert(
             2, plt.Line2D([], [], marker="*", color="C3", ls="", markersize=10, label="found by search")
         )
-    axes[1].legend(handles=handles, fontsize=8, loc="lower right")
+    axes[1].legend(handles=handles, fontsize=8, loc="best")
     save_png(fig, ctx.out / "frontier.png")
     return Figure(
         "frontier.png",
