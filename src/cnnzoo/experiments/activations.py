@@ -13,6 +13,7 @@ simplification stated in the report.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
@@ -178,12 +179,22 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
                     ),
                 )
             )
-    if reach.get("sigmoid") is None and "sigmoid" in reach:
+    if "sigmoid" in runs and (
+        reach["sigmoid"] is None or reach.get("relu") is None or reach["sigmoid"] > reach["relu"]
+    ):
+        hist = runs["sigmoid"].history
+        # The first evaluation clearly above chance: where sigmoid left its starting plateau.
+        left = next((h["epochs_seen"] for h in hist if h["test_top1"] > chance + 0.1), None)
+        where = (
+            f"stayed near chance for its first {left:.2f} epochs and ended at {100 * hist[-1]['test_top1']:.1f}%"
+            if left is not None
+            else f"never left chance accuracy (final training loss {hist[-1]['train_loss']:.2f}; "
+            f"ln {data.info.num_classes} = {math.log(data.info.num_classes):.2f})"
+        )
         result.notes.append(
-            f"Sigmoid did not leave its starting plateau (final training loss "
-            f"{runs['sigmoid'].history[-1]['train_loss']:.2f}; ln 10 = 2.30 is chance): its outputs are not "
-            "zero-centred and its slope is at most 1/4, so the gradient reaching the first layers of a net "
-            "without BatchNorm is tiny - the vanishing gradient the lecture describes."
+            f"Sigmoid {where}: its outputs are not zero-centred and its slope is at most 1/4, so the gradient "
+            "reaching the first layers of a net without BatchNorm is small - the vanishing gradient the "
+            "lecture describes."
         )
     if reach.get("tanh") is not None and reach.get("relu") is not None and reach["tanh"] <= reach["relu"]:
         result.notes.append(
