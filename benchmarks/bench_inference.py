@@ -5,7 +5,7 @@ timed calls are interleaved round by round (alternating order) after warm-up cal
 table gives the median images/s. The anchor is torchvision's own model where the architecture
 has a twin (weights copied from ours), else cnnzoo's model run the same way: NCHW, fp32,
 BatchNorm unfolded, `torch.inference_mode`. BatchNorm statistics are warmed on random data
-first (`cnnzoo.deploy.bench.warm_batchnorm`): fresh ones make deep nets denormal and slow.
+first (`cnnzoo.deploy.bench.warm_batchnorm`): fresh ones let activations vanish or explode.
 
 "best" is the fastest cnnzoo path whose output is within 1e-4 (relative to the output's scale)
 of the anchor's. Target: best >= 1.5x the anchor at batch 16 for the ImageNet nets.

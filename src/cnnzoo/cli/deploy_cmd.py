@@ -185,7 +185,7 @@ def add_parsers(sub: Any) -> None:
         help="inference speed: eager, channels_last, folded, torch.compile, ONNX Runtime",
         description="Times every inference path on the same input: warm-up, interleaved rounds, "
         "median; each path's output is compared with eager's. Untrained models get warmed "
-        "BatchNorm statistics first (fresh ones make deep nets hit slow denormal arithmetic). "
+        "BatchNorm statistics first (fresh ones let activations explode or vanish into slow denormals). "
         "`compiled` takes tens of seconds to build.",
     )
     p.add_argument("source", metavar="NAME_or_CHECKPOINT")
