@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnzoo.train.plots import _figure, _save
+from cnnzoo.train.plots import pyplot, save_png
 
 __all__ = ["plot_count_curves", "plot_density_overlay", "plot_scatter"]
 
@@ -25,7 +25,7 @@ def plot_density_overlay(
     title: str = "",
 ) -> Path:
     """The image with its density map (any resolution, stretched over it) drawn semi-transparently."""
-    plt = _figure()
+    plt = pyplot()
     h, w = image.shape[:2]
     fig, ax = plt.subplots(figsize=(8, 8 * h / max(w, 1) + 0.6))
     ax.imshow(image)
@@ -53,12 +53,12 @@ def plot_density_overlay(
         parts.append(f"true {true_count:g}")
     if parts:
         ax.set_title(", ".join(parts))
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_scatter(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
     """Estimated against true count, one dot per image, with the identity line."""
-    plt = _figure()
+    plt = pyplot()
     true = np.array([r["true"] for r in rows], dtype=np.float64)
     est = np.array([r["estimate"] for r in rows], dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
@@ -74,12 +74,12 @@ def plot_scatter(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, tit
     ax.legend(loc="upper left")
     if title:
         ax.set_title(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_count_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
     """Training loss, validation MAE/RMSE and lr per epoch from metrics.jsonl rows."""
-    plt = _figure()
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(epochs, [r["train_loss"] for r in rows], "o-")
@@ -98,4 +98,4 @@ def plot_count_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)

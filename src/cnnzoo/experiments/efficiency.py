@@ -117,7 +117,13 @@ def beyond_frontier(points: dict[str, tuple[float, float]], classic: set[str]) -
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.analysis import profile
-    from cnnzoo.experiments.training import PRECISE_BN_NOTE, load_dataset, stratified_subset, train_run
+    from cnnzoo.experiments.training import (
+        PRECISE_BN_NOTE,
+        load_dataset,
+        options_note,
+        stratified_subset,
+        train_run,
+    )
     from cnnzoo.registry import model_info
 
     data = load_dataset(s.data, ctx.data_root)
@@ -164,13 +170,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     )
     add_comparison(result, entries, ctx, s.data, label=f"{len(train_idx):,} images, {s.epochs} epochs")
     if s.model_kwargs:
-        result.notes.append(
-            "Built with options: "
-            + "; ".join(
-                f"{n} " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) for n, kw in s.model_kwargs.items()
-            )
-            + " (LeNet-5's 1998 sigmoids stay on their plateau for a run this short; see the activations experiment)."
-        )
+        result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         "The ImageNet families (MobileNet, ShuffleNet, EfficientNet) downsample by 32, so a 28-px image "

@@ -193,6 +193,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         PRECISE_BN_NOTE,
         Dataset,
         load_dataset,
+        options_note,
         stratified_subset,
         train_run,
     )
@@ -355,13 +356,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         )
     )
     if s.model_kwargs:
-        result.notes.append(
-            "Built with options: "
-            + "; ".join(
-                f"{n} " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) for n, kw in s.model_kwargs.items()
-            )
-            + " (LeNet-5's 1998 sigmoids stay on their plateau for a run this short; see the activations experiment)."
-        )
+        result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)
     result.notes.append(
         f"Each strategy trains {s.candidates} candidates (out of {NAS_SPACE.size():,} in the space) on a proxy "

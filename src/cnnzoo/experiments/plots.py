@@ -1,44 +1,12 @@
-"""Matplotlib for the experiments' figures (the `plot` extra), PNGs written atomically."""
+"""The experiments' figures: the trainer's matplotlib helpers (atomic PNGs) and the Pareto frontier."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+
+from cnnzoo.train.plots import pyplot, save_png
 
 __all__ = ["pareto_front", "pyplot", "save_png"]
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend, or an ImportError saying how to install it."""
-    try:
-        import matplotlib
-    except ImportError as e:
-        raise ImportError(
-            "the experiments draw their plots with matplotlib: pip install 'cnnzoo[plot]'"
-        ) from e
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_png(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        pyplot().close(fig)
-    return path
 
 
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:

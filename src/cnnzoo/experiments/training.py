@@ -37,6 +37,7 @@ __all__ = [
     "fit_module",
     "load_dataset",
     "normalize",
+    "options_note",
     "predict",
     "recompute_bn_stats",
     "resolve_data",
@@ -51,6 +52,17 @@ PRECISE_BN_NOTE = (
     "the running averages still remember their initialisation, which sends nets with depthwise "
     "convolutions to chance accuracy in eval mode."
 )
+
+
+def options_note(model_kwargs: dict[str, dict[str, Any]]) -> str:
+    """The report's note on the non-default builder options some nets were trained with."""
+    options = "; ".join(
+        f"{n} " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) for n, kw in model_kwargs.items()
+    )
+    return (
+        f"Built with options: {options} (LeNet-5's 1998 sigmoids stay on their plateau for a run this "
+        "short; see the activations experiment)."
+    )
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["have_matplotlib", "plot_confusion", "plot_curves"]
+__all__ = ["have_matplotlib", "plot_confusion", "plot_curves", "pyplot", "save_png"]
 
 
 def have_matplotlib() -> bool:
@@ -19,34 +19,38 @@ def have_matplotlib() -> bool:
     return True
 
 
-def _figure():
-    import matplotlib
-
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no screen needed), or an ImportError saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install 'cnnzoo[plot]'") from e
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
 
 
-def _save(fig: Any, path: str | os.PathLike) -> Path:
+def save_png(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
+    """Write `fig` to `path` atomically (a temporary file beside it, then a rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
-        _figure().close(fig)
+        pyplot().close(fig)
     return path
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
     """Loss, top-1 and lr per epoch from metrics.jsonl rows."""
-    plt = _figure()
+    plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
@@ -66,14 +70,14 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, titl
     axes[1].legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike) -> Path:
     """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
     import numpy as np
 
-    plt = _figure()
+    plt = pyplot()
     m = np.asarray(matrix, dtype=float)
     norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
     n = len(classes)
@@ -97,4 +101,4 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
                     )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    return _save(fig, path)
+    return save_png(fig, path)
