@@ -16,13 +16,7 @@ from cnnzoo.deploy.bench import bench, warm_batchnorm
 from cnnzoo.deploy.fastest import choose_fastest
 from cnnzoo.train.evaluate import predict
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:

@@ -26,14 +26,7 @@ _BN = nn.modules.batchnorm._BatchNorm
 PRE_ACTIVATION = ("densenet*", "preact_*", "wrn*")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # ~120 small models: thread start-up costs more than it saves, and under `pytest -n 2` two
-    # workers with two threads each would oversubscribe the two cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @torch.no_grad()
