@@ -225,7 +225,8 @@ def test_drop_path_drops_whole_samples_in_train() -> None:
     model = cnnzoo.create_model("resnet20", drop_path_rate=0.5).train()
     last = model.layer3[-1].drop_path  # p = 0.5, the rate of the last block
     seen = {}
-    last.register_forward_hook(lambda m, i, o: seen.update(inp=i[0], out=o))
+    # Copies: the block adds the shortcut into the branch's output in place, after the hook.
+    last.register_forward_hook(lambda m, i, o: seen.update(inp=i[0].clone(), out=o.clone()))
     x = torch.randn(32, 3, 8, 8)
     model(x)
     inp, out = seen["inp"].flatten(1), seen["out"].flatten(1)
