@@ -197,7 +197,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- wiring -------------------------------------------------------------------------------------
 def add_parsers(subparsers: Any) -> None:
     """Register `train`, `eval` and `predict` on the main parser's subparsers."""
-    from cnnzoo.train.config import OPTIMIZERS, RECIPES, SCHEDULES
+    from cnnzoo.train.config import OPTIMIZERS, SCHEDULES
+    from cnnzoo.train.recipes import RECIPES
 
     p = subparsers.add_parser(
         "train",
