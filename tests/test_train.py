@@ -52,7 +52,7 @@ def config(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
         out=str(tmp_path / name),
         summary=False,
         progress=False,
-        workers=1,
+        threads=1,
         model_kwargs={"act": "relu"},
     )
     base.update(kw)
@@ -159,19 +159,26 @@ def test_run_writes_metrics_final_weights_and_curves(trained):
         "train_loss",
         "train_top1",
         "train_top5",
-        "test_loss",
-        "test_top1",
-        "test_top5",
+        "val_loss",
+        "val_top1",
+        "val_top5",
         "lr",
         "seconds",
     }
     assert all(fields <= set(r) for r in rows)
+    assert not any(k.startswith("test_") for r in rows for k in r)  # no test curve unless asked
     for r in rows:
-        assert all(0 <= r[k] <= 1 for k in ("train_top1", "train_top5", "test_top1", "test_top5"))
+        assert all(0 <= r[k] <= 1 for k in ("train_top1", "train_top5", "val_top1", "val_top5"))
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     final = json.loads((trained / "final.json").read_text())
-    assert final["test_top1"] == rows[-1]["test_top1"] > 0.5  # 4 classes: chance is 0.25
+    best = max(rows, key=lambda r: r["val_top1"])  # the first of the best, as the engine picks
+    assert final["best_epoch"] == best["epoch"] and final["val_top1"] == best["val_top1"]
+    assert final["selected_on"] == "val_top1"
+    assert final["test_top1"] > 0.5  # 4 classes: chance is 0.25
+    assert {"test_top1_last", "test_loss", "test_top5"} <= set(final)
     assert final["epochs"] == 3 and final["model"] == "lenet5"
+    saved = json.loads((trained / "config.json").read_text())
+    assert saved["val_split"]["val_size"] == 24 and saved["val_split"]["train_size"] == 232  # 6 of 64 per class
     assert (trained / "curves.png").stat().st_size > 1000
     assert latest_checkpoint(trained).name == "epoch-0003"
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == [
@@ -405,7 +412,7 @@ def test_train_cli_and_resume_from_the_command_line(fake_data, capsys, tmp_path)
         "json",
         "--model-arg",
         "act=relu",
-        "--workers",
+        "--threads",
         "1",
     )
     assert code == 0
@@ -485,7 +492,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     b = read_state_dict(tmp_path / "ddp" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     ra, rb = read_metrics(tmp_path / "single")[0], read_metrics(tmp_path / "ddp")[0]
-    assert rb["test_top1"] == ra["test_top1"]
+    assert rb["val_top1"] == ra["val_top1"]
     assert math.isclose(rb["train_loss"], ra["train_loss"], rel_tol=1e-5)
     assert cnnzoo.create_model("lenet5", num_classes=4, img_size=12, act="relu").load_state_dict(b)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from cnnzoo.data.loader import split_record, split_validation
+
 NUM_CLASSES = 4
 SIDE = 12
 
@@ -25,6 +27,7 @@ class Info:
     )
     mean: tuple[float, ...] = (0.3,)
     std: tuple[float, ...] = (0.3,)
+    val_split: dict | None = None
 
 
 def make_images(n: int, seed: int, num_classes: int = NUM_CLASSES) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,8 +95,10 @@ def make_loaders(
     n_train=256,
     n_test=128,
     num_classes=NUM_CLASSES,
+    val_fraction=0.1,
 ):
-    """`cnnzoo.data.make_loaders`'s signature over the synthetic images."""
+    """`cnnzoo.data.make_loaders`'s signature over the synthetic images: (train, val, test, info),
+    validation held out of train by the library's own rule."""
     info = Info(num_classes=num_classes, classes=Info().classes[:num_classes])
 
     def images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,8 +111,23 @@ def make_loaders(
             )
         return x, y
 
+    x, y = images(n_train, 1)
+    train_idx, val_idx = split_validation(y, val_fraction)
+    val = None
+    if val_idx.numel():
+        info.val_split = split_record(train_idx, val_idx, val_fraction)
+        val = FakeLoader(
+            x[val_idx],
+            y[val_idx],
+            batch_size=batch_size,
+            shuffle=False,
+            rank=rank,
+            world_size=world_size,
+            info=info,
+        )
     train = FakeLoader(
-        *images(n_train, 1),
+        x[train_idx],
+        y[train_idx],
         batch_size=batch_size,
         shuffle=True,
         seed=seed,
@@ -123,4 +143,4 @@ def make_loaders(
         world_size=world_size,
         info=info,
     )
-    return train, test, info
+    return train, val, test, info

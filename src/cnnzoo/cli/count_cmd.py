@@ -91,10 +91,15 @@ _OVERRIDES = (
     "seed",
     "device",
     "out",
-    "workers",
+    "overwrite",
+    "threads",
+    "amp",
+    "channels_last",
+    "compile",
     "progress",
     "cache_dir",
     "eval_every",
+    "checkpoint_every",
 )
 
 
@@ -105,13 +110,15 @@ def _count_config(args: argparse.Namespace) -> Any:
     if args.no_flip:
         overrides["flip"] = False
     if args.resume is not None:
+        if args.overwrite:
+            raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")
         run_dir = Path(args.resume or args.out or "")
         saved_path = run_dir / "config.json"
         if not str(args.resume or args.out or "") or not saved_path.is_file():
             raise UsageError(f"--resume: {str(run_dir)!r} holds no counting run (no config.json)")
         base = CountConfig.from_dict(json.loads(saved_path.read_text())).to_dict()
         base.update({k: v for k, v in overrides.items() if v is not None})
-        base.update(out=str(run_dir), resume=True)
+        base.update(out=str(run_dir), resume=True, overwrite=False)
         return CountConfig.from_dict(base)
     if not args.root:
         raise UsageError(
@@ -121,24 +128,37 @@ def _count_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import os
+
+    import torch
+
+    from cnnzoo.cli.main import warn_if_busy
     from cnnzoo.counting.train import COUNT_RECIPES, train_counter
+    from cnnzoo.train import TrainingError
 
     if args.recipes:
         for name, values in COUNT_RECIPES.items():
             print(f"{name}: {json.dumps(values)}")
         return 0
     config = _count_config(args)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        warn_if_busy(torch.get_num_threads(), "training will run far slower than it could")
     try:
         final = train_counter(config)
-    except FloatingPointError as e:
+    except TrainingError as e:
         raise UsageError(str(e)) from e
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under torchrun, rank 0 reports for everyone
     if args.format == "json":
         print(json.dumps(final, indent=2))
     else:
         print(
             f"{final['model']} on ShanghaiTech Part {final['part']}: test MAE {final['test_mae']:.2f}, "
             f"RMSE {final['test_rmse']:.2f} ({final['test_images']} images) with the epoch-{final['best_epoch']} "
-            f"model chosen on validation (val MAE {final['val_mae']:.2f}); run in {final['out']}"
+            f"model chosen on validation (val MAE {final['val_mae']:.2f}); predicting the training "
+            f"mean count gives test MAE {final['mean_baseline_test_mae']:.2f}; run in {final['out']}"
         )
     return 0
 
@@ -309,10 +329,24 @@ def add_parser(subparsers: Any) -> None:
     )
     g.add_argument("--seed", type=int)
     g.add_argument("--out", help="run directory (default runs/MODEL-shanghaitech-PART)")
-    g.add_argument("--resume", nargs="?", const="", metavar="DIR", help="continue the run in DIR (or --out)")
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="continue the run in DIR (or --out); --epochs N extends it, a new --lr starts a new schedule phase",
+    )
+    g.add_argument(
+        "--overwrite", action="store_true", default=None, help="replace the run that --out already holds"
+    )
     g.add_argument("--eval-every", type=int, metavar="N", help="epochs between validations (default 1)")
+    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1)")
+    g = p.add_argument_group("speed")
     g.add_argument("--device", help="cpu, cuda (default: cuda when available)")
-    g.add_argument("--workers", type=int, metavar="N", help="torch threads")
+    g.add_argument("--threads", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_train)

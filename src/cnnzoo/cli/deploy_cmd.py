@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, _parse_input
+from cnnzoo.cli.main import UsageError, _parse_input, warn_if_busy
 
 __all__ = ["add_parsers"]
 
@@ -85,24 +84,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- bench ----------------------------------------------------------------------------------------
-def _warn_if_busy(threads: int) -> None:
-    # With fewer free cores than threads, PyTorch's OpenMP threads spin at every operator's
-    # barrier while their partner waits for a core: eager timings inflate by up to hundreds of
-    # times, ONNX Runtime's pool much less, and the ratios stop meaning anything.
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return
-    cores = os.cpu_count() or 1
-    if load + threads > cores + 0.5:
-        print(
-            f"cnnzoo: warning: the machine is busy (load {load:.1f} on {cores} cores) for {threads} "
-            "threads; timings will be noisy and eager PyTorch's inflated. Use --threads 1 or set "
-            "OMP_WAIT_POLICY=PASSIVE",
-            file=sys.stderr,
-        )
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -125,7 +106,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(PATHS)}")
     src = _load(args.source, args.model)
     input_size = _input_size(args.input, src.input_size)
-    _warn_if_busy(torch.get_num_threads())
+    warn_if_busy(torch.get_num_threads(), "timings will be noisy and eager PyTorch's inflated")
     progress = (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     rows = bench(
         src.model,

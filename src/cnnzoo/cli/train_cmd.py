@@ -68,16 +68,21 @@ _OVERRIDES = (
     "freeze_backbone",
     "backbone_lr_mult",
     "resize_to",
-    "workers",
+    "threads",
     "progress",
     "data_root",
     "download",
     "checkpoint_every",
+    "overwrite",
+    "val_fraction",
+    "eval_every",
+    "test_curve",
 )
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
     from cnnzoo.train import TrainConfig, resolve_config
+    from cnnzoo.train.recipes import default_recipe
 
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
     if args.model_arg:
@@ -85,6 +90,8 @@ def _config_from_args(args: argparse.Namespace) -> Any:
     if args.no_summary:
         overrides["summary"] = False
     if args.resume is not None:
+        if args.overwrite:
+            raise UsageError("--resume continues a run and --overwrite replaces it; pass one of them")
         run_dir = Path(args.resume or args.out or "")
         if not str(run_dir) or str(run_dir) == ".":
             raise UsageError("--resume needs the run directory: --resume DIR (or --out DIR --resume)")
@@ -94,18 +101,24 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         saved = json.loads(saved_path.read_text())
         if args.model and args.model != saved.get("model"):
             raise UsageError(f"--resume: {str(run_dir)!r} trained {saved.get('model')}, not {args.model}")
+        # What the run used, then what this command changes; the engine applies the changes
+        # from the resume on (and records them) or refuses them with the reason.
         base = TrainConfig.from_dict(saved).to_dict()
         base.update({k: v for k, v in overrides.items() if v is not None})
-        base.update(out=str(run_dir), resume=True)
+        base.update(out=str(run_dir), resume=True, overwrite=False)
         return TrainConfig.from_dict(base)
     if not args.model:
         raise UsageError("which model? `cnnzoo train MODEL --data NAME` (see `cnnzoo list`)")
     if not args.data:
         raise UsageError("which dataset? pass --data NAME, e.g. --data fashion-mnist")
-    return resolve_config(args.recipe, model=args.model, **overrides)
+    recipe = args.recipe or default_recipe(args.model)
+    return resolve_config(recipe, model=args.model, **overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from cnnzoo.cli.main import warn_if_busy
     from cnnzoo.train import RECIPES, TrainingError, train
 
     if args.recipes:
@@ -115,6 +128,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(_render(rows, ["recipe", "source", "values"], "table"))
         return 0
     config = _config_from_args(args)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if int(os.environ.get("RANK", "0")) == 0:
+        warn_if_busy(torch.get_num_threads(), "training will run far slower than it could")
     try:
         final = train(config)
     except TrainingError as e:
@@ -130,12 +147,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(final, indent=2))
     else:
-        print(
-            f"{final['model']} on {final['data']}: test top-1 {100 * final.get('test_top1', 0):.2f}%, "
-            f"top-5 {100 * final.get('test_top5', 0):.2f}% after {final['epochs']} epochs "
-            f"({final.get('train_seconds', 0):.1f}s training); run in {final['out']}"
-        )
+        print(_final_line(final))
     return 0
+
+
+def _final_line(final: dict[str, Any]) -> str:
+    text = f"{final['model']} on {final['data']}: "
+    if "val_top1" in final:
+        text += f"selected epoch {final['best_epoch']} of {final['epochs']} on validation top-1 {100 * final['val_top1']:.2f}%; "
+    else:
+        text += f"{final['epochs']} epochs, no validation set (the last epoch is reported); "
+    if "test_top1" in final:
+        text += f"test top-1 {100 * final['test_top1']:.2f}%, top-5 {100 * final['test_top5']:.2f}% "
+        if final.get("best_epoch") != final["epochs"] and "test_top1_last" in final:
+            text += f"(last epoch: {100 * final['test_top1_last']:.2f}%) "
+    return text + f"({final.get('train_seconds', 0):.1f}s training); run in {final['out']}"
 
 
 # -- eval ---------------------------------------------------------------------------------------
@@ -197,24 +223,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- wiring -------------------------------------------------------------------------------------
 def add_parsers(subparsers: Any) -> None:
     """Register `train`, `eval` and `predict` on the main parser's subparsers."""
-    from cnnzoo.train.config import OPTIMIZERS, SCHEDULES
+    from cnnzoo.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
     from cnnzoo.train.recipes import RECIPES
 
     p = subparsers.add_parser(
         "train",
         help="train a zoo model on a dataset (recipes, checkpoints, resume, fine-tuning, DDP)",
-        description="Train MODEL on --data. A --recipe sets the paper's hyper-parameters; flags "
-        "override them. Writes OUT/metrics.jsonl, final.json, model.safetensors, curves.png and "
-        "checkpoints/ (atomic, every epoch). Under `torchrun --nproc_per_node N` the same command "
-        "trains with DistributedDataParallel; --batch-size stays the global batch.",
+        description="Train MODEL on --data. Without --recipe the model family's default recipe "
+        "sets the hyper-parameters (--recipes lists them); flags override them, and the resolved "
+        "settings are printed at the start. --val-fraction of train is held out: the epoch with "
+        "the best validation top-1 is selected, and test is read once, on its weights. Writes "
+        "OUT/config.json, metrics.jsonl, final.json, model.safetensors (selected), "
+        "last.safetensors, curves.png and checkpoints/ (atomic, every epoch). Under `torchrun "
+        "--nproc_per_node N` the same command trains with DistributedDataParallel; --batch-size "
+        "stays the global batch.",
     )
     p.add_argument("model", nargs="?", help="a model name from `cnnzoo list`")
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH")
-    p.add_argument("--recipe", choices=list(RECIPES), help="named hyper-parameters from a paper")
+    p.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        help="named hyper-parameters (default: the model family's recipe, see --recipes)",
+    )
     p.add_argument("--recipes", action="store_true", help="list the recipes and exit")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size")
+    d = TrainConfig()
+    recipe_note = "the recipe's"
+    g = p.add_argument_group("optimisation (defaults: the recipe's values; flags override them)")
+    g.add_argument("--epochs", type=int, help=f"epochs to train (default: {recipe_note})")
+    g.add_argument("--batch-size", type=int, help=f"global batch size (default: {recipe_note})")
     g.add_argument("--lr", type=float, help="peak learning rate (the head's, with --backbone-lr-mult)")
     g.add_argument("--optimizer", choices=OPTIMIZERS)
     g.add_argument("--momentum", type=float)
@@ -234,7 +270,9 @@ def add_parsers(subparsers: Any) -> None:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile")
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    g.add_argument("--workers", type=int, metavar="N", help="torch threads (default: torch's choice)")
+    g.add_argument(
+        "--threads", type=int, metavar="N", help="torch threads (default: torch's choice, one per core)"
+    )
     g = p.add_argument_group("fine-tuning")
     g.add_argument(
         "--pretrained",
@@ -258,17 +296,43 @@ def add_parsers(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="architecture option, e.g. drop_path_rate=0.1",
     )
+    g = p.add_argument_group("validation and selection")
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        metavar="F",
+        help=f"fraction of train held out for validation, stratified and deterministic; 0: none, "
+        f"the last epoch is reported (default {d.val_fraction})",
+    )
+    g.add_argument(
+        "--eval-every", type=int, metavar="N", help=f"epochs between validations (default {d.eval_every})"
+    )
+    g.add_argument(
+        "--test-curve",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also evaluate test every epoch, for the curve only (never used for a choice)",
+    )
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=int, help=f"(default {d.seed})")
     g.add_argument("--out", help="run directory (default runs/MODEL-DATA, numbered when taken)")
     g.add_argument(
         "--resume",
         nargs="?",
         const="",
         metavar="DIR",
-        help="continue the run in DIR (or --out) from its last checkpoint",
+        help="continue the run in DIR (or --out) from its last checkpoint; --epochs N extends it, "
+        "a new --lr (or schedule setting) starts a new schedule phase from there",
     )
-    g.add_argument("--checkpoint-every", type=int, metavar="N", help="epochs between checkpoints (default 1)")
+    g.add_argument(
+        "--overwrite", action="store_true", default=None, help="replace the run that --out already holds"
+    )
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help=f"epochs between checkpoints (default {d.checkpoint_every})",
+    )
     g.add_argument("--data-root", help="dataset cache root (default $CNNZOO_DATA or ~/.cache/cnnzoo)")
     g.add_argument(
         "--download",

@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,10 +80,15 @@ class CountConfig:
     device: str = "auto"
     out: str = ""
     resume: bool = False
-    workers: int = 0  # torch threads; 0 leaves torch's default
+    overwrite: bool = False  # replace the run OUT holds
+    threads: int = 0  # torch threads; 0 leaves torch's default
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False
     progress: bool | None = None
     cache_dir: str | None = None  # keep the pooled density maps on disk here
     eval_every: int = 1
+    checkpoint_every: int = 1
     recipe: str | None = None
 
     @property
@@ -104,7 +108,7 @@ class CountConfig:
             )
         if self.optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        for name in ("epochs", "batch_size", "eval_every", "k"):
+        for name in ("epochs", "batch_size", "eval_every", "checkpoint_every", "k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not self.density_scale > 0 or not self.sigma > 0 or not self.beta > 0:
@@ -135,6 +139,9 @@ class CountConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CountConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "workers" in d and "threads" not in d:  # runs written before `threads` had its own name
+            d["threads"] = d["workers"]
         kw = {k: v for k, v in d.items() if k in names}
         for key in ("crop", "scale"):
             if kw.get(key) is not None:
@@ -231,7 +238,13 @@ class CountingBatches:
     from the moved points), a random crop of `crop` pixels whose corner lies on the stride grid
     (an image smaller than the crop is taken whole), and a horizontal flip. Images are
     zero-padded in normalised units (i.e. with the mean colour) to whole stride cells, and the
-    samples of a batch to the largest of them. The same `seed` and epoch give the same batches.
+    samples of a batch to the largest of them.
+
+    The loader protocol of the training engine: `len()` steps, `set_epoch(e)`, iteration. Each
+    sample's randomness comes from (seed, epoch, its position in the epoch's permutation), so
+    the same seed and epoch give the same batches, and under DDP (`rank`, `world_size`) rank r
+    takes positions r, r + world_size, ... of every global batch: the ranks' batches together
+    are the single process's batch.
     """
 
     def __init__(
@@ -247,8 +260,14 @@ class CountingBatches:
         density_scale: float = 100.0,
         cache: DensityCache | None = None,
         seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {world_size} processes")
         self.dataset, self.batch_size, self.stride = dataset, batch_size, stride
+        self.rank, self.world_size = rank, world_size
+        self.current_epoch = 0
         self.crop, self.scale, self.flip = crop, scale, flip
         self.density = dict(density or {"method": "fixed", "sigma": 4.0})
         self.density_scale = density_scale
@@ -297,11 +316,23 @@ class CountingBatches:
         target = torch.from_numpy(np.ascontiguousarray(d))[None] * self.density_scale
         return x, target, len(points)
 
+    def set_epoch(self, epoch: int) -> None:
+        self.current_epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self.epoch(self.current_epoch)
+
     def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        rng = np.random.default_rng([self.seed, epoch])
-        order = rng.permutation(len(self.dataset))
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+        # The last global batch is filled up with the permutation's head, so that every rank
+        # has a sample in it (DDP steps together).
+        short = -len(order) % self.world_size
+        order = np.concatenate([order, order[:short]])
         for start in range(0, len(order), self.batch_size):
-            samples = [self.sample(int(i), rng) for i in order[start : start + self.batch_size]]
+            positions = range(start + self.rank, min(start + self.batch_size, len(order)), self.world_size)
+            samples = [
+                self.sample(int(order[p]), np.random.default_rng([self.seed, epoch, p])) for p in positions
+            ]
             h = max(x.shape[1] for x, _, _ in samples)
             w = max(x.shape[2] for x, _, _ in samples)
             s = self.stride
@@ -322,11 +353,16 @@ def evaluate_counter(
     device: str | torch.device = "cpu",
     progress: bool | None = False,
     desc: str = "eval",
+    amp: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """MAE and RMSE of the counts on full images, batch 1, with one row per image.
 
-    RMSE is what the crowd-counting papers call "MSE": sqrt(mean((estimate - truth)^2)).
+    RMSE is what the crowd-counting papers call "MSE": sqrt(mean((estimate - truth)^2)). With
+    `amp` the forward pass runs in bf16 autocast and the density map is summed in float32.
     """
+    import contextlib
+
     from cnnzoo.train.progress import ProgressBar
 
     was = model.training
@@ -337,7 +373,13 @@ def evaluate_counter(
         for i in range(len(dataset)):
             image, _ = load_rgb(dataset.image_path(i))
             x = _normalise(image)[None].to(device)
-            est = float(model.count(x).item())
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            dev_type = torch.device(device).type
+            ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+            with ctx:
+                density = model(x)
+            est = float(density.float().sum(dtype=torch.float64)) / model.density_scale
             true = len(dataset.points(i))
             rows.append(
                 {"image": dataset.image_path(i).name, "true": true, "estimate": est, "error": est - true}
@@ -394,8 +436,118 @@ def predict_counts(
 
 
 # -- training -------------------------------------------------------------------------------------
+class CountingTask:
+    """Density counting for the training engine: pixel MSE on the scaled density maps; the crop
+    MAE in training; MAE and RMSE of whole-image counts on validation and test (selected on
+    validation MAE, as C-3 Framework and CSRNet do)."""
+
+    name = "counting"
+    monitor = "mae"
+    mode = "min"
+
+    def __init__(
+        self, *, density_scale: float, val: ShanghaiTech, test: ShanghaiTech, train: ShanghaiTech, part: str
+    ) -> None:
+        self.density_scale, self.part = density_scale, part
+        self.datasets = {"train": train, "val": val, "test": test}
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def loss(self, output: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return F.mse_loss(output.float(), target[0])
+
+    def train_sums(self, output: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        density = target[0]
+        est = output.detach().float().flatten(1).sum(1) / self.density_scale
+        # The crop's true count is its target's sum: heads whose kernels straddle the crop edge count in part.
+        crop_true = density.flatten(1).sum(1) / self.density_scale
+        return {"crop_mae": float((est - crop_true).abs().sum()), "n": float(density.shape[0])}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        n = max(sums.get("n", 0.0), 1.0)
+        return {k: v / n for k, v in sums.items() if k != "n"}
+
+    def evaluate(self, trainer: Any, loader: ShanghaiTech, split: str) -> dict[str, float]:
+        # Every process evaluates every image (batch 1, full size): no DDP reduction needed.
+        c = trainer.config
+        result = evaluate_counter(
+            trainer.raw_model,
+            loader,
+            device=trainer.device,
+            amp=c.amp,
+            channels_last=c.channels_last,
+            progress=trainer._progress() if split == "test" else False,
+            desc=split,
+        )
+        self.rows[split] = result["rows"]
+        return {"mae": result["mae"], "rmse": result["rmse"]}
+
+    def format(self, metrics: dict[str, float]) -> str:
+        parts = []
+        if "loss" in metrics:
+            parts.append(f"loss {metrics['loss']:.4f}")
+        if "crop_mae" in metrics:
+            parts.append(f"crop MAE {metrics['crop_mae']:.2f}")
+        if "mae" in metrics:
+            parts.append(f"MAE {metrics['mae']:.2f} RMSE {metrics['rmse']:.2f}")
+        return " ".join(parts)
+
+    def is_better(self, value: float, best: float | None) -> bool:
+        return best is None or value < best
+
+    def mean_baseline(self) -> dict[str, float]:
+        """MAE and RMSE on test of predicting the training images' mean count for every image."""
+        train, test = self.datasets["train"], self.datasets["test"]
+        mean = float(np.mean([len(train.points(i)) for i in range(len(train))]))
+        err = np.array([mean - len(test.points(i)) for i in range(len(test))], dtype=np.float64)
+        return {
+            "train_mean_count": mean,
+            "mae": float(np.abs(err).mean()),
+            "rmse": float(np.sqrt((err**2).mean())),
+        }
+
+    def finish(self, trainer: Any, final: dict[str, Any]) -> None:
+        baseline = self.mean_baseline()
+        final["part"] = self.part
+        final["test_images"] = len(self.datasets["test"])
+        final["mean_baseline_test_mae"] = baseline["mae"]
+        final["mean_baseline_test_rmse"] = baseline["rmse"]
+        final["train_mean_count"] = baseline["train_mean_count"]
+        rows = self.rows.get("test")
+        if not trainer.dist.is_main or rows is None:
+            return
+        write_rows_csv(rows, trainer.out / "test_predictions.csv")
+        from cnnzoo.train.plots import have_matplotlib
+
+        if have_matplotlib():
+            from cnnzoo.counting.plots import plot_scatter
+
+            plot_scatter(
+                rows,
+                trainer.out / "test_scatter.png",
+                title=f"test: MAE {final['test_mae']:.2f}, RMSE {final['test_rmse']:.2f} "
+                f"(predicting the mean: MAE {baseline['mae']:.2f})",
+            )
+
+
+# Settings that fix the data a counting run trains on: a resume cannot change them.
+_FIXED_DATA = (
+    "root",
+    "part",
+    "model",
+    "crop",
+    "scale",
+    "flip",
+    "density",
+    "sigma",
+    "k",
+    "beta",
+    "density_scale",
+    "val_fraction",
+)
+
+
 def _train_config(config: CountConfig) -> Any:
-    """The zoo trainer's TrainConfig with the fields its optimizer and schedule read."""
+    """The engine's TrainConfig: the optimisation, speed and run fields of a counting run."""
     from cnnzoo.train.config import TrainConfig
 
     return TrainConfig(
@@ -410,6 +562,21 @@ def _train_config(config: CountConfig) -> Any:
         schedule=config.schedule,
         warmup=config.warmup,
         backbone_lr_mult=config.backbone_lr_mult,
+        amp=config.amp,
+        channels_last=config.channels_last,
+        compile=config.compile,
+        seed=config.seed,
+        device=config.device,
+        out=config.out,
+        resume=config.resume,
+        overwrite=config.overwrite,
+        threads=config.threads,
+        progress=config.progress,
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        val_fraction=config.val_fraction,
+        summary=False,
+        recipe=config.recipe,
     )
 
 
@@ -421,25 +588,33 @@ def _resolve_pretrained(config: CountConfig) -> str | None:
     return str(imagenet_weights(COUNTER_SPECS[config.model].trunk))
 
 
+def _check_resume(config: CountConfig) -> None:
+    from cnnzoo.train.trainer import ResumeError
+
+    saved_path = Path(config.out) / "config.json"
+    if not saved_path.is_file():
+        return  # the engine says that there is no run to resume
+    saved = CountConfig.from_dict(json.loads(saved_path.read_text())).to_dict()
+    now = config.to_dict()
+    for name in _FIXED_DATA:
+        if saved[name] != now[name]:
+            raise ResumeError(
+                f"--resume cannot change {name} (the run used {saved[name]!r}, now {now[name]!r}): "
+                "it fixes the training data; start a new run with another --out"
+            )
+
+
 def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train `config`, select the epoch with the lowest validation MAE, report test MAE/RMSE."""
-    from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
-    from cnnzoo.train.optim import LRSchedule, build_optimizer
-    from cnnzoo.train.progress import ProgressBar
-    from cnnzoo.train.trainer import default_out, resolve_device
-    from cnnzoo.weights import read_state_dict, save_weights
+    """Train `config` on the engine: the epoch with the lowest validation MAE is selected, and test
+    MAE/RMSE are measured once on its weights, beside the predict-the-training-mean baseline."""
+    from cnnzoo.train import distributed
+    from cnnzoo.train.trainer import Trainer, default_out
 
     config.validate()
-    say = log if log is not None else print
-    if config.workers > 0:
-        torch.set_num_threads(config.workers)
-    device = resolve_device(config.device)
-    out = Path(config.out) if config.out else default_out(_train_config(config))  # runs/MODEL-shanghaitech-B
-    config.out = str(out)
-    ckpt = latest_checkpoint(out) if config.resume else None
-    if config.resume and ckpt is None:
-        raise FileNotFoundError(f"--resume: {str(out)!r} holds no checkpoint to continue from")
-
+    if not config.out:
+        config.out = str(default_out(_train_config(config)))  # runs/MODEL-shanghaitech-B
+    if config.resume:
+        _check_resume(config)
     data = dict(root=config.root, part=config.part, val_fraction=config.val_fraction)
     train_ds = ShanghaiTech(split="train", **data)
     val_ds = ShanghaiTech(split="val", **data)
@@ -450,12 +625,15 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
     torch.manual_seed(config.seed)
     model = create_counter(
         config.model,
-        pretrained=None if ckpt is not None else _resolve_pretrained(config),
+        pretrained=None if config.resume else _resolve_pretrained(config),
         density_scale=config.density_scale,
-    ).to(device)
+    )
+    dist = distributed.DistInfo()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist = distributed.setup(config.device if config.device != "auto" else "cpu")
     batches = CountingBatches(
         train_ds,
-        batch_size=config.batch_size,
+        batch_size=config.batch_size // dist.world_size,
         stride=model.output_stride,
         crop=config.crop,
         scale=config.scale,
@@ -464,125 +642,39 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
         density_scale=config.density_scale,
         cache=DensityCache(config.cache_dir),
         seed=config.seed,
+        rank=dist.rank,
+        world_size=dist.world_size,
     )
-    tc = _train_config(config)
-    optimizer = build_optimizer(model, tc)
-    schedule = LRSchedule(optimizer, tc, len(batches))
     meta = {"cnnzoo_counter": {**model.metadata(), "part": config.part, "density": density}}
-    history: list[dict[str, Any]] = []
-    best = {"val_mae": math.inf, "epoch": 0}
-    start = 0
-    if ckpt is not None:
-        weights, optim_state, state = load_checkpoint(ckpt)
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(optim_state)
-        schedule.load_state_dict(state["schedule"])
-        start, history, best = int(state["epoch"]), list(state["history"]), dict(state["best"])
-        best["val_mae"] = math.inf if best.get("val_mae") is None else best["val_mae"]
-        say(f"resumed from {ckpt} at epoch {start}")
-    else:
-        write_json_atomic(out / "config.json", {**config.to_dict(), **meta})
-    say(
-        f"{config.model} on ShanghaiTech Part {config.part}: {len(train_ds)} train, {len(val_ds)} val, "
-        f"{len(test_ds)} test images; {config.density_method} density maps; run in {out}"
-    )
-
-    for epoch in range(start, config.epochs):
-        t0 = time.perf_counter()
-        model.train()
-        bar = ProgressBar(len(batches), desc=f"epoch {epoch + 1}/{config.epochs}", enabled=config.progress)
-        loss_sum, abs_err, n = 0.0, 0.0, 0
-        for x, target, _ in batches.epoch(epoch):
-            x, target = x.to(device), target.to(device)
-            pred = model(x)
-            loss = F.mse_loss(pred, target)
-            value = loss.item()
-            if not math.isfinite(value):
-                bar.close()
-                raise FloatingPointError(
-                    f"the training loss became {value} at epoch {epoch + 1}; lower the learning rate "
-                    f"(e.g. --lr {config.lr / 10:g})"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            est = pred.detach().flatten(1).sum(1).cpu() / config.density_scale
-            # The crop's true count is its target's sum: heads whose kernels straddle the crop edge count in part.
-            crop_true = target.flatten(1).sum(1).cpu() / config.density_scale
-            loss_sum += value * len(x)
-            abs_err += float((est - crop_true).abs().sum())
-            n += len(x)
-            bar.update(1, loss=value)
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(n, 1),
-            "train_crop_mae": abs_err / max(n, 1),
-            "lr": schedule.lr,
-            "train_seconds": train_seconds,
-        }
-        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            val = evaluate_counter(model, val_ds, device=device)
-            row |= {"val_mae": val["mae"], "val_rmse": val["rmse"]}
-            if val["mae"] < best["val_mae"]:
-                best = {"val_mae": val["mae"], "val_rmse": val["rmse"], "epoch": epoch + 1}
-                save_weights(model, out / "model.safetensors", metadata={**meta, "cnnzoo_best": best})
-        row["seconds"] = time.perf_counter() - t0
-        history.append(row)
-        _write_jsonl(out / "metrics.jsonl", history)
-        state = {
-            "epoch": epoch + 1,
-            "step": schedule.step_count,
-            "schedule": schedule.state_dict(),
-            "history": history,
-            "best": {**best, "val_mae": None if not math.isfinite(best["val_mae"]) else best["val_mae"]},
-            "config": config.to_dict(),
-        }
-        save_checkpoint(out, model=model, optimizer=optimizer, state=state, metadata=meta)
-        val_text = f"val MAE {row['val_mae']:.2f} RMSE {row['val_rmse']:.2f}  " if "val_mae" in row else ""
+    say = log if log is not None else _print
+    if dist.is_main and not config.resume:
         say(
-            f"epoch {epoch + 1}/{config.epochs}  loss {row['train_loss']:.4f}  crop MAE "
-            f"{row['train_crop_mae']:.2f}  {val_text}lr {row['lr']:.3g}  {train_seconds:.1f}s"
+            f"{config.model} on ShanghaiTech Part {config.part}: {len(train_ds)} train, {len(val_ds)} val, "
+            f"{len(test_ds)} test images; {config.density_method} density maps; crop {config.crop}, "
+            f"scale {config.scale}, flip {config.flip}; {config.optimizer} lr {config.lr:g}, weight decay "
+            f"{config.weight_decay:g}, batch {config.batch_size}, {config.epochs} epochs"
+            + (f", recipe {config.recipe}" if config.recipe else "")
         )
+    task = CountingTask(
+        density_scale=config.density_scale, train=train_ds, val=val_ds, test=test_ds, part=config.part
+    )
+    trainer = Trainer(
+        _train_config(config),
+        model=model,
+        task=task,
+        data=(batches, val_ds, test_ds, {"name": f"shanghaitech-{config.part}"}),
+        log=say,
+        run_config={**config.to_dict(), "out": config.out},
+        metadata=meta,
+    )
+    try:
+        return trainer.fit()
+    finally:
+        distributed.cleanup(dist)
 
-    save_weights(model, out / "last.safetensors", metadata=meta)
-    if not (out / "model.safetensors").is_file():  # validation never gave a finite MAE
-        save_weights(model, out / "model.safetensors", metadata=meta)
-    # The model we report is the one chosen on validation, never on test.
-    model.load_state_dict(read_state_dict(out / "model.safetensors"))
-    test = evaluate_counter(model, test_ds, device=device, progress=config.progress, desc="test")
-    write_rows_csv(test["rows"], out / "test_predictions.csv")
-    final = {
-        "model": config.model,
-        "part": config.part,
-        "out": str(out),
-        "epochs": len(history),
-        "best_epoch": best["epoch"],
-        "val_mae": best["val_mae"],
-        "val_rmse": best.get("val_rmse"),
-        "test_mae": test["mae"],
-        "test_rmse": test["rmse"],
-        "test_images": test["images"],
-        "train_seconds": sum(r["train_seconds"] for r in history),
-        "params": sum(p.numel() for p in model.parameters()),
-    }
-    write_json_atomic(out / "final.json", final)
-    from cnnzoo.train.plots import have_matplotlib
 
-    if have_matplotlib():
-        from cnnzoo.counting.plots import plot_count_curves, plot_scatter
-
-        plot_count_curves(
-            history, out / "curves.png", title=f"{config.model} on ShanghaiTech Part {config.part}"
-        )
-        plot_scatter(
-            test["rows"],
-            out / "test_scatter.png",
-            title=f"test: MAE {test['mae']:.2f}, RMSE {test['rmse']:.2f}",
-        )
-    return final
+def _print(text: str) -> None:
+    print(text, flush=True)
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -10,7 +10,7 @@ Layout under the data root (``$CNNZOO_DATA``, default ``~/.cache/cnnzoo``)::
 
     >>> from cnnzoo.data import fetch, make_loaders
     >>> fetch("fashion-mnist")                                  # or: cnnzoo data fetch fashion-mnist
-    >>> train, test, info = make_loaders("fashion-mnist", batch_size=128, augment="crop-flip")
+    >>> train, val, test, info = make_loaders("fashion-mnist", batch_size=128, augment="crop-flip")
     >>> for epoch in range(5):
     ...     train.set_epoch(epoch)
     ...     for x, y in train: ...
@@ -27,7 +27,7 @@ from cnnzoo.data.catalog import (
     dataset_info,
     list_datasets,
 )
-from cnnzoo.data.loader import AUGMENTS, TensorLoader, make_loaders
+from cnnzoo.data.loader import AUGMENTS, Loaders, TensorLoader, make_loaders, split_validation
 from cnnzoo.data.sources import SOURCES, fetch, load_arrays
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "Loaders",
     "TensorLoader",
     "UnknownDatasetError",
     "data_root",
@@ -46,4 +47,5 @@ __all__ = [
     "list_datasets",
     "load_arrays",
     "make_loaders",
+    "split_validation",
 ]

@@ -78,6 +78,8 @@ class DatasetInfo:
     fetched: bool = False
     path: str = ""  # the dataset's folder under the root, once fetched or for imagefolder
     torchvision: str | None = None  # torchvision's dataset class reading the raw files
+    val_size: int = 0  # images held out of train for validation by the loaders (0: none)
+    val_split: dict[str, Any] | None = None  # how they were chosen (cnnzoo.data.loader.split_record)
     npm: NpmSource | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,13 +19,12 @@ import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from cnnzoo.data.catalog import DatasetInfo
-
-__all__ = ["AUGMENTS", "TensorLoader", "make_loaders"]
+__all__ = ["AUGMENTS", "VAL_SPLIT_RULE", "Loaders", "TensorLoader", "make_loaders", "split_validation"]
 
 AUGMENTS = (None, "flip", "crop-flip")
 
@@ -190,6 +189,68 @@ class TensorLoader:
             yield x, self.labels[idx]
 
 
+VAL_SPLIT_RULE = (
+    "per class, the round(fraction x n_class) training images whose positions have the lowest "
+    "sha256('cnnzoo-val-v1:<position>') are held out for validation"
+)
+
+
+def split_validation(labels: torch.Tensor, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train positions, validation positions) of a training split, stratified and deterministic.
+
+    Each class gives round(fraction x its size) images (at least one when fraction > 0 and the
+    class has two or more), chosen by a hash of their position: the same files give the same
+    split on any machine, torch version or seed, so runs with different seeds are selected on the
+    same validation images. Both index tensors are sorted.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {fraction}")
+    labels = labels.cpu()
+    n = labels.shape[0]
+    if fraction == 0 or n == 0:
+        return torch.arange(n), torch.empty(0, dtype=torch.int64)
+    rank = torch.tensor(
+        [
+            int.from_bytes(hashlib.sha256(f"cnnzoo-val-v1:{i}".encode()).digest()[:8], "little")
+            for i in range(n)
+        ],
+        dtype=torch.float64,
+    )
+    val = []
+    for c in labels.unique():
+        where = (labels == c).nonzero().flatten()
+        k = round(fraction * where.numel())
+        if k == 0 and where.numel() >= 2:
+            k = 1
+        k = min(k, where.numel() - 1)  # every class keeps a training image
+        val.append(where[rank[where].argsort()[:k]])
+    val_idx = torch.cat(val).sort().values
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val_idx] = False
+    return keep.nonzero().flatten(), val_idx
+
+
+def split_record(train_idx: torch.Tensor, val_idx: torch.Tensor, fraction: float) -> dict[str, Any]:
+    """What a run records of its validation split: rule, sizes and a digest of the positions."""
+    digest = hashlib.sha256(val_idx.to(torch.int64).numpy().tobytes()).hexdigest()
+    return {
+        "fraction": fraction,
+        "rule": VAL_SPLIT_RULE,
+        "train_size": int(train_idx.numel()),
+        "val_size": int(val_idx.numel()),
+        "val_positions_sha256": digest,
+    }
+
+
+class Loaders(NamedTuple):
+    """What `make_loaders` returns; `val` is None when no validation split was asked for."""
+
+    train: Any
+    val: Any
+    test: Any
+    info: Any
+
+
 def make_loaders(
     name_or_spec: str,
     *,
@@ -205,13 +266,17 @@ def make_loaders(
     channels_last: bool = False,
     drop_last: bool = False,
     eval_batch_size: int | None = None,
-) -> tuple[TensorLoader, TensorLoader, DatasetInfo]:
-    """Train and test loaders for a dataset name or ``imagefolder:PATH``, and its DatasetInfo.
+    val_fraction: float = 0.1,
+) -> Loaders:
+    """Train, validation and test loaders for a dataset name or ``imagefolder:PATH``, and its info.
 
-    The train loader shuffles, augments and pads its shards to equal size (DDP needs the same
-    step count on every rank). The test loader keeps the stored order, never augments and does
-    not pad, so the ranks' slices cover the test set exactly once: sum correct counts and sample
-    counts over ranks for exact metrics. The returned info's sizes are those actually loaded.
+    `val_fraction` of the training split is held out for validation (`split_validation`:
+    stratified, deterministic); 0 gives no validation loader. The train loader shuffles, augments
+    and pads its shards to equal size (DDP needs the same step count on every rank). The
+    validation and test loaders keep the stored order, never augment and do not pad, so the
+    ranks' slices cover each set exactly once: sum correct counts and sample counts over ranks
+    for exact metrics. The returned info's sizes are those actually loaded, and its `val_split`
+    records how validation was chosen.
     """
     from dataclasses import replace
 
@@ -220,8 +285,18 @@ def make_loaders(
 
     train = load_arrays(name_or_spec, "train", root, download=download)
     test = load_arrays(name_or_spec, "test", root, download=download)
+    train_idx, val_idx = split_validation(train[1], val_fraction)
+    val = (train[0][val_idx], train[1][val_idx]) if val_idx.numel() else None
+    if val is not None:
+        train = (train[0][train_idx], train[1][train_idx])
     info = dataset_info(name_or_spec, root=root)
-    info = replace(info, train_size=int(train[0].shape[0]), test_size=int(test[0].shape[0]))
+    info = replace(
+        info,
+        train_size=int(train[0].shape[0]),
+        test_size=int(test[0].shape[0]),
+        val_size=0 if val is None else int(val[0].shape[0]),
+        val_split=split_record(train_idx, val_idx, val_fraction) if val is not None else None,
+    )
     common = dict(
         mean=info.mean,
         std=info.std,
@@ -235,12 +310,15 @@ def make_loaders(
     train_loader = TensorLoader(
         *train, batch_size=batch_size, shuffle=True, drop_last=drop_last, augment=augment, **common
     )
-    test_loader = TensorLoader(
-        *test,
-        batch_size=eval_batch_size or batch_size,
-        shuffle=False,
-        augment=None,
-        pad_shards=False,
-        **common,
-    )
-    return train_loader, test_loader, info
+
+    def evaluation(arrays: tuple[torch.Tensor, torch.Tensor]) -> TensorLoader:
+        return TensorLoader(
+            *arrays,
+            batch_size=eval_batch_size or batch_size,
+            shuffle=False,
+            augment=None,
+            pad_shards=False,
+            **common,
+        )
+
+    return Loaders(train_loader, None if val is None else evaluation(val), evaluation(test), info)

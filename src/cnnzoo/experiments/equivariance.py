@@ -22,6 +22,7 @@ convolutions and rotation pooling, at half the channels so that their convs have
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -256,10 +257,10 @@ def classifier_rotation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.experiments.training import (
         PRECISE_BN_NOTE,
-        fit_module,
         load_dataset,
         normalize,
         stratified_subset,
+        train_run,
     )
     from cnnzoo.registry import create_model
 
@@ -288,19 +289,24 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     torch.manual_seed(ctx.seed)
     nets["p4 CNN (rotation pool + GAP)"] = P4CNN(s.p4_widths, c, k)
     seconds = {}
+    slugs = {name: re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") for name in nets}
     for name, net in nets.items():
         ctx.log(f"training {name} on {len(train_idx):,} {s.data} images")
-        seconds[name] = fit_module(
+        # SGD with momentum 0.9, weight decay 5e-4 and a cosine schedule; the epoch is selected on
+        # validation images outside the training subset, and `net` holds the selected weights.
+        r = train_run(
+            ctx,
+            slugs[name],
             net,
-            data,
-            train_idx,
+            data=data,
+            train_idx=train_idx,
+            test_idx=test_idx,
             epochs=s.epochs,
             batch_size=s.batch_size,
             lr=s.lr,
             seed=ctx.seed,
-            log=ctx.log,
-            name=name,
         )
+        seconds[name] = r.seconds
     x = normalize(data.test[0][test_idx], data.info)
     y = data.test[1][test_idx]
     plain, p4 = nets["plain CNN (GAP)"], nets["p4 CNN (rotation pool + GAP)"]

@@ -3,8 +3,14 @@
 The experiments compare nets by how fast they learn, so they need curves finer than one point
 per epoch and runs on labelled subsets. `StepChunks` turns a loader into "epochs" of a fixed
 number of steps drawn from its endless stream (the Trainer evaluates after each), and
-`train_run` gives the Trainer ready-made loaders on any subset. Everything runs on the CPU so
-that runs are comparable and the reports' timings mean one thing.
+`train_run` gives the Trainer ready-made loaders on any subset, for a registered name or any
+`nn.Module`. Everything runs on the CPU so that runs are comparable and the reports' timings
+mean one thing.
+
+Every run is selected as the engine selects: on a validation set of training images that the run
+does not train on (`validation_subset`), never on test. The per-chunk test accuracy is kept as
+a learning curve (the engine's `test_curve`, labelled as such in the plots); the number a report
+quotes as a run's test accuracy is the selected weights' (`RunResult.test_top1`).
 
 Every test evaluation uses "precise" BatchNorm statistics (Wu & Johnson 2021, Rethinking "Batch"
 in BatchNorm, arXiv:2105.07576): the population mean and variance recomputed, with the weights
@@ -34,7 +40,6 @@ __all__ = [
     "RunResult",
     "StepChunks",
     "accuracy",
-    "fit_module",
     "load_dataset",
     "normalize",
     "options_note",
@@ -43,6 +48,7 @@ __all__ = [
     "resolve_data",
     "stratified_subset",
     "train_run",
+    "validation_subset",
 ]
 
 
@@ -199,7 +205,7 @@ class StepChunks:
 @dataclass
 class RunResult:
     name: str
-    history: list[dict[str, Any]]  # the Trainer's rows, plus epochs_seen (passes over the train set)
+    history: list[dict[str, Any]]  # the Trainer's rows (with the test curve), plus epochs_seen
     final: dict[str, Any]
     model: nn.Module
     seconds: float  # training time (evaluation excluded)
@@ -207,17 +213,39 @@ class RunResult:
 
     @property
     def test_top1(self) -> float:
-        return float(self.history[-1]["test_top1"])
+        """Test top-1 of the weights selected on validation."""
+        return float(self.final["test_top1"])
+
+    @property
+    def val_top1(self) -> float:
+        """Validation top-1 of the selected weights: what a search may compare runs by."""
+        return float(self.final["val_top1"])
 
     @property
     def train_top1(self) -> float:
         return float(self.history[-1]["train_top1"])
 
 
+def validation_subset(
+    labels: torch.Tensor, train_idx: torch.Tensor | None, n: int, seed: int
+) -> torch.Tensor:
+    """`n` stratified training-set indices outside `train_idx` (a run's validation images).
+
+    With no `train_idx` (the whole training set trains) there is no outside: the caller holds
+    out `split_validation`'s images instead.
+    """
+    pool = torch.ones(labels.shape[0], dtype=torch.bool)
+    if train_idx is not None:
+        pool[train_idx] = False
+    candidates = pool.nonzero().flatten()
+    pick = stratified_subset(labels[candidates], n, seed)
+    return candidates[pick]
+
+
 def train_run(
     ctx: Context,
     name: str,
-    model: str,
+    model: str | nn.Module,
     *,
     data: Dataset,
     train_idx: torch.Tensor | None = None,
@@ -238,25 +266,35 @@ def train_run(
     model_kwargs: dict[str, Any] | None = None,
     pretrained: str | None = None,
     precise_bn: int = 512,
+    val_size: int | None = None,
 ) -> RunResult:
-    """Train registered model `model` on a subset of `data` with the Trainer; test after every chunk.
+    """Train `model` (a registered name or any nn.Module) on a subset of `data` with the engine.
 
     Length is `epochs` passes over the training subset, evaluated `evals_per_epoch` times a
-    pass, or, when `steps` is given, `steps` optimizer steps evaluated `evals` times. The
-    learning rate rises linearly over the first `warmup_steps` steps. Before each evaluation
-    the BatchNorm statistics are recomputed on `precise_bn` training images (0: not).
+    pass, or, when `steps` is given, `steps` optimizer steps evaluated `evals` times. Each
+    evaluation reads a validation set of `val_size` training images outside the subset (default
+    a tenth of the subset, 100 to 2,000 images) and, for the curve only, the test subset. The
+    learning rate rises linearly over the first `warmup_steps` steps. Before each evaluation the
+    BatchNorm statistics are recomputed on `precise_bn` training images (0: not).
     """
-    from cnnzoo.data import TensorLoader
+    from cnnzoo.data import TensorLoader, split_validation
     from cnnzoo.train import Trainer, resolve_config
 
     class PreciseBNTrainer(Trainer):
-        def evaluate(self) -> dict[str, float]:
+        def evaluate(self, split: str = "val") -> dict[str, float]:
             recompute_bn_stats(self.raw_model, stats_batches)
-            return super().evaluate()
+            return super().evaluate(split)
 
-    x, y = data.train
-    if train_idx is not None:
-        x, y = x[train_idx], y[train_idx]
+    x_all, y_all = data.train
+    n_train = y_all.shape[0] if train_idx is None else train_idx.shape[0]
+    if val_size is None:
+        val_size = min(2000, max(100, round(0.1 * n_train)))
+    if train_idx is None:
+        train_idx, val_idx = split_validation(y_all, 0.1)
+    else:
+        val_idx = validation_subset(y_all, train_idx, val_size, seed + 2)
+    x, y = x_all[train_idx], y_all[train_idx]
+    vx, vy = x_all[val_idx], y_all[val_idx]
     tx, ty = data.test
     if test_idx is not None:
         tx, ty = tx[test_idx], ty[test_idx]
@@ -269,6 +307,7 @@ def train_run(
         x, y, batch_size=batch_size, shuffle=True, drop_last=True, augment=augment, **common
     )
     test_loader = TensorLoader(tx, ty, batch_size=500, shuffle=False, pad_shards=False, **common)
+    val_loader = TensorLoader(vx, vy, batch_size=500, shuffle=False, pad_shards=False, **common)
     per_epoch = len(train_loader)
     if steps is not None:
         chunks = max(1, evals or 1)
@@ -279,7 +318,7 @@ def train_run(
     out = ctx.runs_dir(name)
     config = resolve_config(
         None,
-        model=model,
+        model=model if isinstance(model, str) else "",
         data=data.name,
         epochs=chunks,
         batch_size=batch_size,
@@ -293,6 +332,8 @@ def train_run(
         seed=seed,
         device="cpu",
         out=str(out),
+        overwrite=True,  # the experiment's own folder; the experiment guards the user's report
+        test_curve=True,  # the learning curves; selection reads validation only
         progress=False,
         summary=False,
         checkpoint_every=chunks,  # one checkpoint, at the end: the runs are short
@@ -302,7 +343,8 @@ def train_run(
     stats_batches = bn_batches(x, info, precise_bn)
     trainer = PreciseBNTrainer(
         config,
-        data=(StepChunks(train_loader, chunk_steps), test_loader, info),
+        model=None if isinstance(model, str) else model,
+        data=(StepChunks(train_loader, chunk_steps), val_loader, test_loader, info),
         log=lambda text: ctx.log(f"  [{name}] {text}"),
     )
     final = trainer.fit()
@@ -311,58 +353,3 @@ def train_run(
         row["epochs_seen"] = row["epoch"] * chunk_steps * batch_size / n
     seconds = sum(r["train_seconds"] for r in history)
     return RunResult(name, history, final, trainer.raw_model.eval(), seconds, str(out))
-
-
-def fit_module(
-    model: nn.Module,
-    data: Dataset,
-    train_idx: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int = 128,
-    lr: float = 0.05,
-    weight_decay: float = 5e-4,
-    seed: int = 0,
-    log: Any = None,
-    name: str = "model",
-    precise_bn: int = 512,
-) -> float:
-    """Train any module (one that is not a registered model, which the Trainer needs) with SGD,
-    momentum 0.9 and a cosine schedule, then recompute its BatchNorm statistics on `precise_bn`
-    training images; returns the training seconds."""
-    import time
-
-    from cnnzoo.data import TensorLoader
-
-    x, y = data.train[0][train_idx], data.train[1][train_idx]
-    loader = TensorLoader(
-        x,
-        y,
-        batch_size=min(batch_size, x.shape[0]),
-        shuffle=True,
-        drop_last=True,
-        mean=data.info.mean,
-        std=data.info.std,
-        seed=seed,
-    )
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    total = epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        loader.set_epoch(epoch)
-        loss_sum, seen = 0.0, 0
-        for xb, yb in loader:
-            loss = nn.functional.cross_entropy(model(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            loss_sum, seen = loss_sum + loss.item() * yb.shape[0], seen + yb.shape[0]
-        if log is not None:
-            log(f"  [{name}] epoch {epoch + 1}/{epochs}  train loss {loss_sum / max(seen, 1):.4f}")
-    seconds = time.perf_counter() - start
-    recompute_bn_stats(model, bn_batches(x, data.info, precise_bn))
-    model.eval()
-    return seconds

@@ -15,14 +15,18 @@ from cnnzoo.train.config import TrainConfig, resolve_config
 from cnnzoo.train.evaluate import LoadedModel, evaluate, load_model, predict
 from cnnzoo.train.pretrained import PretrainedUnavailable, imagenet_weights
 from cnnzoo.train.recipes import RECIPES, Recipe, UnknownRecipeError
-from cnnzoo.train.trainer import NonFiniteLossError, Trainer, TrainingError, train
+from cnnzoo.train.tasks import ClassificationTask, Task
+from cnnzoo.train.trainer import NonFiniteLossError, ResumeError, Trainer, TrainingError, train
 
 __all__ = [
     "RECIPES",
+    "ClassificationTask",
     "LoadedModel",
     "NonFiniteLossError",
     "PretrainedUnavailable",
     "Recipe",
+    "ResumeError",
+    "Task",
     "TrainConfig",
     "Trainer",
     "TrainingError",

@@ -36,7 +36,7 @@ class TrainConfig:
     schedule: str = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)  # step schedule: fractions of the run
     gamma: float = 0.1  # step and plateau: lr factor
-    patience: int = 3  # plateau: epochs without a better test loss before lr *= gamma
+    patience: int = 3  # plateau: evaluations without a better validation metric before lr *= gamma
     warmup: float = 0.0  # epochs of linear warm-up (fractional allowed)
     pct_start: float = 0.25  # onecycle: fraction of the run spent rising to the peak lr
     label_smoothing: float = 0.0
@@ -46,15 +46,19 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
-    out: str = ""  # run directory; "" picks runs/MODEL-DATA
+    out: str = ""  # run directory; "" picks runs/MODEL-DATA (numbered when taken)
     resume: bool = False  # continue from OUT's latest checkpoint
+    overwrite: bool = False  # replace the run OUT holds
+    val_fraction: float = 0.1  # of train, held out for validation (model selection, plateau); 0: none
+    eval_every: int = 1  # epochs between validations (the last epoch is always validated)
+    test_curve: bool = False  # also evaluate test every epoch, for a curve only (never for a choice)
     pretrained: str | None = None  # a weights file, or "imagenet" (torchvision's published weights)
     freeze_backbone: bool = False  # train the classifier only
     backbone_lr_mult: float = 1.0  # discriminative lr: the backbone trains at lr * mult
     resize_to: int | None = None  # side the images are resized to; None: only when the model needs it
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"act": "relu"}
     recipe: str | None = None
-    workers: int = 0  # intra-op threads; 0 leaves torch's default
+    threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     progress: bool | None = None  # None: a bar when stderr is a terminal
     summary: bool = True  # print the model's per-layer table first
     data_root: str | None = None
@@ -69,6 +73,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
+        d = dict(d)
+        if "workers" in d and "threads" not in d:  # runs written before `threads` had its own name
+            d["threads"] = d["workers"]
         kwargs = {k: v for k, v in d.items() if k in names}
         if "milestones" in kwargs:
             kwargs["milestones"] = tuple(kwargs["milestones"])
@@ -83,15 +90,47 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup < 0:
             raise ValueError("weight_decay and warmup must be >= 0 and label_smoothing in [0, 1)")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(
+                f"val_fraction must be in [0, 1), got {self.val_fraction}; 0.1 holds out a tenth of train"
+            )
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.backbone_lr_mult < 0:
             raise ValueError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
+
+    def describe(self) -> str:
+        """The hyper-parameters in one line, as a run prints them at its start."""
+        opt = f"{self.optimizer} lr {self.lr:g}"
+        if self.optimizer == "sgd":
+            opt += f" momentum {self.momentum:g}" + (" nesterov" if self.nesterov else "")
+        parts = [
+            f"recipe {self.recipe or '(none)'}",
+            f"{self.epochs} epochs",
+            f"batch {self.batch_size}",
+            opt,
+            f"weight decay {self.weight_decay:g}",
+            f"schedule {self.schedule}" + (f" warm-up {self.warmup:g}" if self.warmup else ""),
+            f"augment {self.augment or 'none'}",
+            f"label smoothing {self.label_smoothing:g}",
+            f"validation {self.val_fraction:g} of train" if self.val_fraction else "no validation",
+            f"seed {self.seed}",
+        ]
+        if self.backbone_lr_mult != 1.0:
+            parts.append(f"backbone lr x {self.backbone_lr_mult:g}")
+        if self.freeze_backbone:
+            parts.append("backbone frozen")
+        flags = [f for f in ("amp", "channels_last", "compile") if getattr(self, f)]
+        if flags:
+            parts.append(" ".join(flags))
+        return ", ".join(parts)
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict())

@@ -121,8 +121,13 @@ def evaluate(
         raise ValueError("which dataset? pass --data NAME")
     if loaders is None:
         from cnnzoo.data import make_loaders as loaders
-    _, test_loader, info = loaders(
-        data, batch_size=batch_size, root=root, device=device, resize_to=run.get("resize_to")
+    *_, test_loader, info = loaders(
+        data,
+        batch_size=batch_size,
+        root=root,
+        device=device,
+        resize_to=run.get("resize_to"),
+        val_fraction=0.0,
     )
     n_cls = int(getattr(loaded.model, "num_classes", 0))
     data_classes = int(info["num_classes"] if isinstance(info, dict) else info.num_classes)

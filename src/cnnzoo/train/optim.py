@@ -2,7 +2,7 @@
 
 The schedule is ours rather than `torch.optim.lr_scheduler`'s so that its state is a few numbers
 (checkpoints hold no pickles) and so that every schedule is a per-step multiplier of each
-group's base lr: warm-up x shape, with "plateau" the one that listens to the test loss.
+group's base lr: warm-up x shape, with "plateau" the one that listens to a validation metric.
 """
 
 from __future__ import annotations
@@ -86,11 +86,21 @@ def _fused_ok(params: Any) -> bool | None:
 class LRSchedule:
     """Per-step lr multiplier: linear warm-up, then step / cosine / one-cycle / plateau / constant."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        config: TrainConfig,
+        steps_per_epoch: int,
+        *,
+        start_step: int = 0,
+    ) -> None:
+        """The plan runs from `start_step` (0, or where a resume with new settings begins a new
+        phase) to the end of `config.epochs`: warm-up, shape and milestones are fractions of it."""
         self.optimizer = optimizer
         self.kind = config.schedule
         self.steps_per_epoch = steps_per_epoch
-        self.total = max(1, config.epochs * steps_per_epoch)
+        self.start = start_step
+        self.total = max(1, config.epochs * steps_per_epoch - start_step)
         self.warmup = round(config.warmup * steps_per_epoch)
         self.milestones = [round(m * self.total) for m in config.milestones]
         self.gamma = config.gamma
@@ -100,10 +110,30 @@ class LRSchedule:
         self.best = math.inf
         self.bad_epochs = 0
         self.plateau_scale = 1.0
-        self.step_count = 0
+        self.step_count = start_step
         self._apply()
 
+    def describe(self) -> str:
+        """The plan in words, e.g. "cosine over epochs 1-10 (4,690 steps), warm-up 1 epoch"."""
+        spe = max(1, self.steps_per_epoch)
+        first, last = self.start // spe + 1, (self.start + self.total) // spe
+        text = f"{self.kind} over epochs {first}-{last} ({self.total:,} steps)"
+        if self.kind == "step":
+            text += (
+                ", lr x "
+                + f"{self.gamma:g} at epochs "
+                + ", ".join(f"{(self.start + m) / spe:g}" for m in self.milestones)
+            )
+        elif self.kind == "plateau":
+            text += f", lr x {self.gamma:g} after {self.patience} validations without improvement"
+        elif self.kind == "onecycle":
+            text += f", peak at {100 * self.pct_start:g}%"
+        if self.warmup and self.kind != "onecycle":
+            text += f", linear warm-up {self.warmup / spe:g} epochs"
+        return text
+
     def multiplier(self, step: int) -> float:
+        step -= self.start  # steps into this plan
         warm = min(1.0, (step + 1) / self.warmup) if self.warmup > 0 else 1.0
         t = step / self.total
         if self.kind == "step":
@@ -139,12 +169,17 @@ class LRSchedule:
         self.step_count += 1
         self._apply()
 
-    def epoch_end(self, test_loss: float) -> None:
-        """ReduceLROnPlateau's rule (mode min, threshold 1e-4 relative) on the test loss."""
+    def epoch_end(self, value: float, mode: str = "min") -> None:
+        """ReduceLROnPlateau's rule (threshold 1e-4 relative) on a validation metric.
+
+        `mode` "max" (an accuracy) is the same rule on -value. Only validation metrics come here:
+        the lectures' "divide the lr by 10 when the validation error plateaus".
+        """
         if self.kind != "plateau":
             return
-        if test_loss < self.best * (1 - 1e-4):
-            self.best, self.bad_epochs = test_loss, 0
+        score = -value if mode == "max" else value
+        if score < self.best - abs(self.best) * 1e-4:
+            self.best, self.bad_epochs = score, 0
         else:
             self.bad_epochs += 1
             if self.bad_epochs > self.patience:
@@ -159,6 +194,7 @@ class LRSchedule:
     def state_dict(self) -> dict[str, Any]:
         best = self.best if math.isfinite(self.best) else None
         return {
+            "start": self.start,
             "step_count": self.step_count,
             "best": best,
             "bad_epochs": self.bad_epochs,
@@ -166,6 +202,7 @@ class LRSchedule:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.start = int(state.get("start", 0))
         self.step_count = int(state["step_count"])
         self.best = math.inf if state["best"] is None else float(state["best"])
         self.bad_epochs = int(state["bad_epochs"])

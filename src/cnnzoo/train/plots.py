@@ -48,28 +48,68 @@ def save_png(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     return path
 
 
-def plot_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, title: str = "") -> Path:
-    """Loss, top-1 and lr per epoch from metrics.jsonl rows."""
+_SPLITS = ("train", "val", "test")
+_PERCENT = {"top1": "top-1 (%)", "top5": "top-5 (%)"}
+_LEFT_OUT = {"seconds", "top5"}  # timings are not curves; top-5 crowds the picture
+
+
+def _metric_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for r in rows:
+        for key in r:
+            split, _, name = key.partition("_")
+            if split in _SPLITS and name and name not in _LEFT_OUT and name not in names:
+                names.append(name)
+    return names
+
+
+def plot_curves(
+    rows: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    selected_epoch: int | None = None,
+) -> Path:
+    """One panel per metric of metrics.jsonl rows (train, validation and, when recorded, the test
+    curve, labelled as not used for selection), plus the lr; the selected epoch is marked."""
     plt = pyplot()
-    epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")
-    axes[0].plot(epochs, [r["test_loss"] for r in rows], "o-", label="test")
-    axes[0].set_ylabel("loss")
-    axes[1].plot(epochs, [100 * r["train_top1"] for r in rows], "o-", label="train")
-    axes[1].plot(epochs, [100 * r["test_top1"] for r in rows], "o-", label="test")
-    axes[1].set_ylabel("top-1 (%)")
-    axes[2].plot(epochs, [r["lr"] for r in rows], "o-")
-    axes[2].set_ylabel("lr (end of epoch)")
+    names = _metric_names(rows)
+    fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.3 * (len(names) + 1), 3.6), squeeze=False)
+    axes = list(axes[0])
+    styles = {
+        "train": dict(fmt="o-", label="train"),
+        "val": dict(fmt="o-", label="validation"),
+        "test": dict(fmt="x--", label="test (curve only; not used for selection)"),
+    }
+    for ax, name in zip(axes, names, strict=False):
+        scale = 100 if name in _PERCENT else 1
+        for split in _SPLITS:
+            pts = [(r["epoch"], r[f"{split}_{name}"]) for r in rows if f"{split}_{name}" in r]
+            if pts:
+                style = styles[split]
+                ax.plot([e for e, _ in pts], [scale * v for _, v in pts], style["fmt"], label=style["label"])
+        ax.set_ylabel(_PERCENT.get(name, name.replace("_", " ")))
+        ax.legend(fontsize=8)
+    lr_ax = axes[-1]
+    lr_ax.plot([r["epoch"] for r in rows], [r["lr"] for r in rows], "o-")
+    lr_ax.set_ylabel("lr (end of epoch)")
     if all(r["lr"] > 0 for r in rows):
-        axes[2].set_yscale("log")
+        lr_ax.set_yscale("log")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    axes[1].legend()
+        if selected_epoch:
+            ax.axvline(selected_epoch, color="grey", alpha=0.5, linestyle=":")
+    if selected_epoch:
+        axes[0].annotate(
+            f"selected: epoch {selected_epoch} (best validation)",
+            xy=(0.01, 1.01),
+            xycoords="axes fraction",
+            fontsize=8,
+        )
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
     return save_png(fig, path)
 
 

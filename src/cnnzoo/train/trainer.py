@@ -1,14 +1,29 @@
-"""The training loop: one `Trainer` for one process or many (DDP), resumable bit for bit.
+"""The training engine: one loop for every task, one process or many (DDP), resumable bit for bit.
 
     result = cnnzoo.train.train(TrainConfig(model="lenet5", data="fashion-mnist", epochs=4))
-    result["test_top1"]   # a fraction in [0, 1]
+    result["test_top1"]   # top-1 on test of the epoch selected on validation
 
-A run directory holds `config.json`, `metrics.jsonl` (one row per epoch), `final.json`,
-`model.safetensors` (the final weights, with the run's config in the header), `curves.png`,
-`checkpoints/` (see checkpoint.py) and `tb/` when TensorBoard is installed.
+    result = cnnzoo.train.train(TrainConfig(data="fashion-mnist", epochs=2), model=MyNet())
+
+What differs between tasks (classification, density counting, a user's own) is a `Task`
+(tasks.py): the loss, the metrics and how an evaluation is summarised. Everything else is here:
+devices, bf16 autocast, channels_last, torch.compile, DDP, the optimizer and schedule,
+checkpoints, resume, logs, and the selection rule.
+
+Selection reads validation only. After every validated epoch the task's `monitor` metric on
+the validation set decides whether these weights are the best so far (written to
+`model.safetensors`); the plateau schedule listens to the same metric. Test is evaluated once
+at the end on the selected weights (and, for the record, on the last ones as `*_last`); with
+`test_curve` a per-epoch test curve is drawn too, labelled, and never read by a choice.
+
+A run directory holds `config.json` (what ran, resumes included), `metrics.jsonl` (one row per
+epoch), `final.json`, `model.safetensors` (the selected weights, with the run's metadata in the
+header), `last.safetensors`, `curves.png`, `checkpoints/` (checkpoint.py) and `tb/` when
+TensorBoard is installed.
 
 Data come from `cnnzoo.data.make_loaders` unless a `data` callable with the same signature, or a
-ready `(train_loader, test_loader, info)` tuple, is passed.
+ready `(train, val, test, info)` tuple, is passed; `val` may be None (no selection: the last
+epoch is reported) and `test` may be None.
 """
 
 from __future__ import annotations
@@ -17,7 +32,6 @@ import contextlib
 import inspect
 import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -25,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.train import distributed
@@ -33,10 +46,11 @@ from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.optim import LRSchedule, build_optimizer, head_parameter_names
 from cnnzoo.train.progress import ProgressBar
+from cnnzoo.train.tasks import ClassificationTask, Task
 
-__all__ = ["NonFiniteLossError", "Trainer", "TrainingError", "train"]
+__all__ = ["NonFiniteLossError", "ResumeError", "Trainer", "TrainingError", "train"]
 
-Loaders = tuple[Any, Any, Any]
+Loaders = tuple[Any, Any, Any, Any]
 
 
 class TrainingError(RuntimeError):
@@ -47,7 +61,38 @@ class NonFiniteLossError(TrainingError):
     pass
 
 
-AUX_LOSS_WEIGHT = 0.3
+class ResumeError(TrainingError):
+    """A resume whose settings cannot continue the run; the message names the setting."""
+
+
+# What a resume may change. Fields that fix the data stream or the parameters' meaning cannot
+# change in the middle of a run; schedule fields start a new phase of the schedule at the resume
+# step; the rest apply from the resume on. Every change is recorded in config.json's "resumes".
+FIXED_ON_RESUME = (
+    "model",
+    "data",
+    "batch_size",
+    "optimizer",
+    "seed",
+    "model_kwargs",
+    "val_fraction",
+    "resize_to",
+    "augment",
+    "freeze_backbone",
+)
+SCHEDULE_FIELDS = ("epochs", "lr", "schedule", "milestones", "gamma", "patience", "warmup", "pct_start")
+GROUP_FIELDS = ("weight_decay", "momentum", "nesterov", "backbone_lr_mult")
+RECORDED_ON_RESUME = (
+    *SCHEDULE_FIELDS,
+    *GROUP_FIELDS,
+    "label_smoothing",
+    "amp",
+    "channels_last",
+    "compile",
+    "eval_every",
+    "test_curve",
+    "device",
+)
 
 
 def info_get(info: Any, key: str, default: Any = None) -> Any:
@@ -67,21 +112,17 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 
 def default_out(config: TrainConfig) -> Path:
-    """runs/MODEL-DATA, or runs/MODEL-DATA-2, -3, ... when that already holds a run."""
+    """runs/MODEL-DATA: the base name of a run's default folder (numbered when taken)."""
     data = config.data.replace("imagefolder:", "").rstrip("/").replace("/", "_").replace(":", "_")
-    base = Path("runs") / f"{config.model}-{Path(data).name or 'data'}"
-    path, n = base, 1
-    while (path / "config.json").exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
+    return Path("runs") / f"{config.model or 'model'}-{Path(data).name or 'data'}"
 
 
-def _accuracy_counts(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
-    k = min(5, logits.shape[1])
-    top = logits.topk(k, dim=1).indices
-    hit = top == y[:, None]
-    return int(hit[:, 0].sum()), int(hit.any(dim=1).sum())
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple | list):
+        return type(obj)(_to(o, device) for o in obj)
+    return obj
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -93,41 +134,163 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Builds data, model, optimizer and schedule from a TrainConfig, then `fit()` runs it."""
+    """The engine: `Trainer(config, model=..., task=..., data=...).fit()`.
+
+    Args:
+        config: every setting of the run (TrainConfig).
+        model: an `nn.Module` to train, or None to build the registered `config.model` for the
+            data (num_classes, in_chans and input size from the dataset).
+        task: what a batch's target is, the loss and metrics; default classification.
+        data: a callable with `cnnzoo.data.make_loaders`'s signature, or a ready
+            `(train, val, test, info)` tuple; default `make_loaders` on `config.data`.
+        log: where lines go (default: print, flushed, so a redirected stdout gets each epoch).
+        run_config: what config.json records as the run's settings (default `config.to_dict()`
+            and the model's metadata); counting records its own settings this way.
+        metadata: the JSON header of every weights file (default: what eval/predict need).
+    """
 
     def __init__(
         self,
         config: TrainConfig,
         *,
+        model: nn.Module | None = None,
+        task: Task | None = None,
         data: Callable[..., Loaders] | Loaders | None = None,
         log: Callable[[str], None] | None = None,
+        run_config: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
+        if model is not None and not config.model:
+            config.model = type(model).__name__
         config.validate()
         self.config = config
+        self.task = task if task is not None else ClassificationTask(label_smoothing=config.label_smoothing)
         self.dist = distributed.setup(config.device if config.device != "auto" else _auto_type())
         self.device = resolve_device(config.device, self.dist.local_rank)
-        self._log = log if log is not None else print
-        if config.workers > 0:
-            torch.set_num_threads(config.workers)
+        self._log = log if log is not None else _print
+        if config.threads > 0:
+            torch.set_num_threads(config.threads)
 
-        out = Path(config.out) if config.out else default_out(config)
+        self._open_out()
+        self.ckpt = latest_checkpoint(self.out) if config.resume else None
+        if config.resume and self.ckpt is None:
+            raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to continue from")
+        self.state: dict[str, Any] | None = None
+        self.changes: dict[str, list[Any]] = {}
+        if self.ckpt is not None:
+            self.state = json.loads((self.ckpt / "state.json").read_text())
+            self.changes = self._resume_changes(self.state)
+
+        self._build_data(data)
+        if model is None:
+            self._build_model()
+        else:
+            self.model_kwargs: dict[str, Any] = {}
+            self._wrap_model(model)
+        self._run_config = run_config
+        self._metadata = metadata
+        self.optimizer = build_optimizer(self.raw_model, config)
+        self.start_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.resumes: list[dict[str, Any]] = []
+        self.best: dict[str, Any] = {"epoch": 0, "value": None, "metrics": {}}
+        self.schedule = LRSchedule(self.optimizer, config, self.steps_per_epoch)
+        if self.ckpt is not None:
+            self._restore(self.ckpt)
+
+    # -- the run folder -------------------------------------------------------------------------
+    def _open_out(self) -> None:
+        c = self.config
+        if c.out:
+            out = Path(c.out)
+        else:
+            base = default_out(c)
+            out, n = base, 1
+            while (out / "config.json").exists():
+                n += 1
+                out = base.with_name(f"{base.name}-{n}")
         if self.dist.enabled:  # every rank picks the name before rank 0 creates it
             torch.distributed.barrier()
         self.out = out  # created by the first file written, so a failed start leaves nothing behind
-        config.out = str(out)
-        self.ckpt = latest_checkpoint(out) if config.resume else None
-        if config.resume and self.ckpt is None:
-            raise FileNotFoundError(f"--resume: {str(out)!r} holds no checkpoint to continue from")
+        c.out = str(out)
 
-        self._build_data(data)
-        self._build_model()
-        self.optimizer = build_optimizer(self.raw_model, config)
-        self.schedule = LRSchedule(self.optimizer, config, max(1, len(self.train_loader)))
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        self.start_epoch = 0
-        self.history: list[dict[str, Any]] = []
-        if self.ckpt is not None:
-            self._restore(self.ckpt)
+    # -- resume ---------------------------------------------------------------------------------
+    def _resume_changes(self, state: dict[str, Any]) -> dict[str, list[Any]]:
+        """{field: [before, now]} of what this resume changes; refuses what cannot change."""
+        before = TrainConfig.from_dict(state.get("config", {})).to_dict()
+        now = self.config.to_dict()
+        for name in FIXED_ON_RESUME:
+            if name in before and before[name] != now[name]:
+                raise ResumeError(
+                    f"--resume cannot change {name} (the run used {before[name]!r}, now {now[name]!r}): "
+                    "it fixes the data or the parameters; start a new run with another --out"
+                )
+        done = int(state["epoch"])
+        if self.config.epochs < done:
+            raise ResumeError(
+                f"--resume: the run in {str(self.out)!r} already trained {done} epochs, more than "
+                f"--epochs {self.config.epochs}; pass --epochs N > {done} to extend it"
+            )
+        if self.config.epochs == done and done == int(before.get("epochs", done)):
+            raise ResumeError(
+                f"--resume: the run in {str(self.out)!r} finished all {done} epochs; "
+                f"pass --epochs N > {done} to extend it"
+            )
+        return {k: [before[k], now[k]] for k in RECORDED_ON_RESUME if k in before and before[k] != now[k]}
+
+    def _restore(self, path: Path) -> None:
+        from cnnzoo.weights import fit_state_dict
+
+        weights, optim_state, state = load_checkpoint(path)
+        weights = fit_state_dict(self.raw_model, weights, source=f"checkpoint {str(path)!r}")
+        self.raw_model.load_state_dict(weights)
+        try:
+            self.optimizer.load_state_dict(optim_state)
+        except (ValueError, KeyError) as e:
+            raise TrainingError(
+                f"checkpoint {str(path)!r} has optimizer state for another configuration ({e}); "
+                "resume with the run's own settings"
+            ) from e
+        self.start_epoch = int(state["epoch"])
+        self.history = list(state.get("history", []))
+        self.resumes = list(state.get("resumes", []))
+        self.best = dict(state.get("best") or self.best)
+        saved = state["schedule"]
+        c = self.config
+        # The optimizer's groups come back with the checkpoint's lr, weight decay and momentum:
+        # set what the config says now, so that a change is applied, never silently ignored.
+        for g in self.optimizer.param_groups:
+            g["base_lr"] = c.lr * (c.backbone_lr_mult if g.get("name") == "backbone" else 1.0)
+            g["weight_decay"] = c.weight_decay
+            if "momentum" in g:
+                g["momentum"], g["nesterov"] = c.momentum, c.nesterov and c.momentum > 0
+        if any(k in self.changes for k in SCHEDULE_FIELDS):
+            # A new phase from here: the schedule runs again over the epochs that remain, peaking
+            # at the (new) lr; a warm restart (Loshchilov & Hutter 2016, arXiv:1608.03983).
+            step = int(state["step"])
+            self.schedule = LRSchedule(self.optimizer, c, self.steps_per_epoch, start_step=step)
+            if "lr" not in self.changes:  # plateau keeps the reductions it made
+                self.schedule.plateau_scale = float(saved.get("plateau_scale", 1.0))
+                self.schedule.best = math.inf if saved.get("best") is None else float(saved["best"])
+                self.schedule.step_count = step
+                self.schedule._apply()
+        else:
+            self.schedule = LRSchedule(
+                self.optimizer, c, self.steps_per_epoch, start_step=int(saved.get("start", 0))
+            )
+            self.schedule.load_state_dict(saved)
+        if self.changes:
+            record = {
+                "at_epoch": self.start_epoch,
+                "changes": self.changes,
+                "schedule": self.schedule.describe(),
+            }
+            self.resumes.append(record)
+            changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.changes.items())
+            self.log(f"resumed from {path} at epoch {self.start_epoch}; applied from here: {changed}")
+            self.log(f"schedule: {self.schedule.describe()}")
+        else:
+            self.log(f"resumed from {path} at epoch {self.start_epoch}")
 
     # -- building -------------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -135,14 +298,14 @@ class Trainer:
             self._log(text)
 
     def _build_data(self, data: Callable[..., Loaders] | Loaders | None) -> None:
-        from cnnzoo.registry import model_info
-
         c = self.config
         world = self.dist.world_size
         if c.batch_size % world:
             raise ValueError(f"batch_size {c.batch_size} is not divisible by the {world} processes")
         if isinstance(data, tuple):
-            self.train_loader, self.test_loader, self.info = data
+            if len(data) != 4:
+                raise TypeError("data must be (train, val, test, info) loaders; val and test may be None")
+            self.train_loader, self.val_loader, self.test_loader, self.info = data
             self.resize_to = c.resize_to
             return
         make = data
@@ -154,18 +317,7 @@ class Trainer:
             with contextlib.suppress(Exception):  # an imagefolder may only know its size once read
                 known_info = dataset_info(c.data, root=c.data_root)
 
-        minfo = model_info(c.model)
         resize = c.resize_to
-
-        def needed(info: Any) -> int | None:
-            size = info_get(info, "image_size")
-            if resize is not None or size is None:
-                return resize
-            side = min(size)
-            if c.pretrained == "imagenet" and side < minfo.input_size[1]:
-                return minfo.input_size[1]  # the input the published weights were trained at
-            return None if self._fits(side, int(info_get(info, "in_chans"))) else minfo.input_size[1]
-
         kwargs = dict(
             batch_size=c.batch_size // world,
             root=c.data_root,
@@ -175,22 +327,43 @@ class Trainer:
             rank=self.dist.rank,
             world_size=world,
             download=c.download,
+            val_fraction=c.val_fraction,
         )
-        if c.channels_last and "channels_last" in inspect.signature(make).parameters:
+        params = inspect.signature(make).parameters
+        if c.channels_last and "channels_last" in params:
             kwargs["channels_last"] = True  # the loader lays batches out as the model wants them
+        if "val_fraction" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            kwargs.pop("val_fraction")
         if known_info is not None:
-            resize = needed(known_info)
+            resize = self._needed_resize(known_info)
             loaders = make(c.data, resize_to=resize, **kwargs)
         else:
             loaders = make(c.data, resize_to=resize, **kwargs)
-            if needed(loaders[2]) != resize:
-                resize = needed(loaders[2])
+            if self._needed_resize(loaders[-1]) != resize:
+                resize = self._needed_resize(loaders[-1])
                 loaders = make(c.data, resize_to=resize, **kwargs)
-        self.train_loader, self.test_loader, self.info = loaders
+        if len(loaders) != 4:
+            raise TypeError(
+                "the data callable must return (train, val, test, info), as cnnzoo.data.make_loaders"
+            )
+        self.train_loader, self.val_loader, self.test_loader, self.info = loaders
         self.resize_to = resize
         if resize is not None and c.resize_to is None:
             h, w = info_get(self.info, "image_size")
             self.log(f"images resized from {h}x{w} to {resize}x{resize} for {c.model}; --resize N to choose")
+
+    def _needed_resize(self, info: Any) -> int | None:
+        from cnnzoo.registry import model_info
+
+        c = self.config
+        size = info_get(info, "image_size")
+        if c.resize_to is not None or size is None:
+            return c.resize_to
+        side = min(size)
+        native = model_info(c.model).input_size[1]
+        if c.pretrained == "imagenet" and side < native:
+            return native  # the input the published weights were trained at
+        return None if self._fits(side, int(info_get(info, "in_chans"))) else native
 
     def _fits(self, side: int, in_chans: int) -> bool:
         """Whether the model can be built for side x side inputs (LeNet-5 through img_size)."""
@@ -209,8 +382,15 @@ class Trainer:
         fixed = getattr(probe, "fixed_input_size", None)
         return side >= getattr(probe, "min_input_size", 1) and fixed in (None, side)
 
-    def input_size(self) -> tuple[int, int, int]:
-        h, w = info_get(self.info, "image_size")
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.train_loader))
+
+    def input_size(self) -> tuple[int, int, int] | None:
+        size = info_get(self.info, "image_size")
+        if size is None:
+            return None
+        h, w = size
         if self.resize_to is not None:
             h = w = self.resize_to
         return (int(info_get(self.info, "in_chans")), int(h), int(w))
@@ -232,7 +412,7 @@ class Trainer:
 
         c = self.config
         self.model_kwargs = self._model_kwargs()
-        pretrained = c.pretrained
+        pretrained = None if self.ckpt is not None else c.pretrained  # a resume has its own weights
         if pretrained == "imagenet":
             from cnnzoo.train.pretrained import imagenet_weights
 
@@ -249,6 +429,10 @@ class Trainer:
             )
         for w in caught:
             self.log(f"note: {w.message}")
+        self._wrap_model(model)
+
+    def _wrap_model(self, model: nn.Module) -> None:
+        c = self.config
         model.to(self.device)
         if c.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -260,7 +444,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            if self.input_size()[0] == 1:
+            size = self.input_size()
+            if size is not None and size[0] == 1:
                 # The first conv's weight is (C_out, 1, k, k); the CPU kernel returns its gradient
                 # with another, equivalent stride for the size-1 dim, and DDP warns on every step
                 # about a layout difference that costs nothing.
@@ -271,14 +456,17 @@ class Trainer:
 
     def run_metadata(self) -> dict[str, Any]:
         """What eval and predict need to rebuild the model and read its outputs."""
+        if self._metadata is not None:
+            return self._metadata
         mean, std = info_get(self.info, "mean"), info_get(self.info, "std")
+        size = self.input_size()
         return {
             "cnnzoo_run": {
                 "model": self.config.model,
                 "model_kwargs": self.model_kwargs,
-                "num_classes": int(info_get(self.info, "num_classes")),
-                "in_chans": self.input_size()[0],
-                "input_size": list(self.input_size()),
+                "num_classes": int(info_get(self.info, "num_classes", 0) or 0),
+                "in_chans": size[0] if size else None,
+                "input_size": list(size) if size else None,
                 "resize_to": self.resize_to,
                 "data": self.config.data,
                 "classes": [str(x) for x in (info_get(self.info, "classes") or [])],
@@ -287,37 +475,18 @@ class Trainer:
             }
         }
 
-    # -- resume ---------------------------------------------------------------------------------
-    def _restore(self, path: Path) -> None:
-        from cnnzoo.weights import fit_state_dict
-
-        weights, optim_state, state = load_checkpoint(path)
-        weights = fit_state_dict(self.raw_model, weights, source=f"checkpoint {str(path)!r}")
-        self.raw_model.load_state_dict(weights)
-        try:
-            self.optimizer.load_state_dict(optim_state)
-        except (ValueError, KeyError) as e:
-            raise TrainingError(
-                f"checkpoint {str(path)!r} has optimizer state for another configuration ({e}); "
-                "resume with the run's own settings"
-            ) from e
-        self.schedule.load_state_dict(state["schedule"])
-        self.start_epoch = int(state["epoch"])
-        self.history = list(state.get("history", []))
-        self.log(f"resumed from {path} at epoch {self.start_epoch}")
-
     # -- the loop -------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
         if not self.config.amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _prepare(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _prepare(self, batch: Any) -> tuple[torch.Tensor, Any]:
+        x, target = batch[0], batch[1] if len(batch) == 2 else tuple(batch[1:])
         x = x.to(self.device, non_blocking=True)
-        y = y.to(self.device, non_blocking=True)
         if self.config.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        return x, y
+        return x, _to(target, self.device)
 
     def _set_train_mode(self) -> None:
         self.model.train()
@@ -335,19 +504,13 @@ class Trainer:
         self._set_train_mode()
         total = len(self.train_loader)
         bar = ProgressBar(total, desc=f"epoch {epoch + 1}/{c.epochs}", enabled=self._progress())
-        loss_sum, n, top1, top5 = 0.0, 0, 0, 0
+        sums: dict[str, float] = {}
         start = time.perf_counter()
-        for step, (x, y) in enumerate(self.train_loader):
-            x, y = self._prepare(x, y)
+        for step, batch in enumerate(self.train_loader):
+            x, target = self._prepare(batch)
             with self._autocast():
-                logits = self.model(x)
-                aux: list[torch.Tensor] = []
-                if isinstance(logits, tuple | list):  # auxiliary heads (GoogLeNet): main output first
-                    logits, aux = logits[0], [a for a in logits[1:] if a is not None]
-                loss = self.criterion(logits.float(), y)
-                # Szegedy et al. 2014, sec. 5: each auxiliary classifier's loss is added with weight 0.3.
-                for a in aux:
-                    loss = loss + AUX_LOSS_WEIGHT * self.criterion(a.float(), y)
+                output = self.model(x)
+                loss = self.task.loss(output, target)
             value = loss.item()
             if self.dist.enabled:
                 value = distributed.all_reduce_sum([value], self.device)[0] / self.dist.world_size
@@ -356,50 +519,62 @@ class Trainer:
                 lr = self.schedule.lr
                 raise NonFiniteLossError(
                     f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} of {total} "
-                    f"(lr {lr:.4g}); lower the learning rate (e.g. --lr {c.lr / 10:g}) or add --warmup 1"
+                    f"(lr {lr:.4g}); lower the learning rate (e.g. --lr {c.lr / 10:g}, also when "
+                    "resuming: --resume DIR --lr ...) or add --warmup 1"
                 )
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.schedule.step()
-            b = y.shape[0]
-            loss_sum += value * b
-            n += b
-            h1, h5 = _accuracy_counts(logits.detach(), y)
-            top1, top5 = top1 + h1, top5 + h5
+            batch_sums = self.task.train_sums(output, target)
+            batch_sums["loss"] = value * batch_sums["n"]
+            for k, v in batch_sums.items():
+                sums[k] = sums.get(k, 0.0) + v
             bar.update(1, loss=value, lr=self.schedule.lr)
         bar.close()
         seconds = time.perf_counter() - start
-        loss_sum, n, top1, top5 = distributed.all_reduce_sum([loss_sum, n, top1, top5], self.device)
-        n = max(n, 1)
-        return {
-            "train_loss": loss_sum / n,
-            "train_top1": top1 / n,
-            "train_top5": top5 / n,
-            "train_seconds": seconds,
-        }
+        metrics = self.task.summarize(self._reduce(sums))
+        return {**{f"train_{k}": v for k, v in metrics.items()}, "train_seconds": seconds}
+
+    def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
+        keys = sorted(sums)
+        return dict(zip(keys, distributed.all_reduce_sum([sums[k] for k in keys], self.device), strict=True))
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
+    def evaluate_batches(self, loader: Any) -> dict[str, float]:
+        """The task's metrics over `loader` (eval mode; summed over DDP processes)."""
         self.model.eval()
-        loss_sum, n, top1, top5 = 0.0, 0, 0, 0
-        for x, y in self.test_loader:
-            x, y = self._prepare(x, y)
+        sums: dict[str, float] = {}
+        for batch in loader:
+            x, target = self._prepare(batch)
             with self._autocast():
-                logits = self.raw_model(x)  # DDP's forward would sync buffers for nothing
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
-            n += y.shape[0]
-            h1, h5 = _accuracy_counts(logits, y)
-            top1, top5 = top1 + h1, top5 + h5
-        loss_sum, n, top1, top5 = distributed.all_reduce_sum([loss_sum, n, top1, top5], self.device)
-        n = max(n, 1)
-        return {"test_loss": loss_sum / n, "test_top1": top1 / n, "test_top5": top5 / n}
+                output = self.raw_model(x)  # DDP's forward would sync buffers for nothing
+            for k, v in self.task.eval_sums(output, target).items():
+                sums[k] = sums.get(k, 0.0) + v
+        return self.task.summarize(self._reduce(sums))
+
+    def evaluate(self, split: str = "val") -> dict[str, float]:
+        """The task's metrics on "val" or "test", keyed `val_*` / `test_*`."""
+        loader = {"val": self.val_loader, "test": self.test_loader}[split]
+        if loader is None:
+            return {}
+        was = self.model.training
+        try:
+            metrics = self.task.evaluate(self, loader, split)
+        finally:
+            self.model.train(was)
+        return {f"{split}_{k}": v for k, v in metrics.items()}
 
     def _progress(self) -> bool | None:
         return False if not self.dist.is_main else self.config.progress
 
+    def _validated(self, epoch: int) -> bool:
+        c = self.config
+        return self.val_loader is not None and ((epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs)
+
     def fit(self) -> dict[str, Any]:
         c = self.config
+        monitor = f"val_{self.task.monitor}"
         try:
             if self.dist.is_main:
                 self._write_start()
@@ -409,24 +584,31 @@ class Trainer:
                 row: dict[str, Any] = {"epoch": epoch + 1}
                 row.update(self.train_epoch(epoch))
                 row["lr"] = self.schedule.lr
-                row.update(self.evaluate())
+                improved = False
+                if self._validated(epoch):
+                    row.update(self.evaluate("val"))
+                    if monitor not in row:
+                        raise TrainingError(f"the {self.task.name} task's validation gave no {monitor}")
+                    self.schedule.epoch_end(row[monitor], self.task.mode)
+                    improved = self.task.is_better(row[monitor], self.best["value"])
+                    if improved:
+                        val = {k: v for k, v in row.items() if k.startswith("val_")}
+                        self.best = {"epoch": epoch + 1, "value": row[monitor], "metrics": val}
+                if c.test_curve and self.test_loader is not None:
+                    row.update(self.evaluate("test"))  # a curve for the plot; no choice reads it
                 row["seconds"] = time.perf_counter() - t0
-                self.schedule.epoch_end(row["test_loss"])
                 self.history.append(row)
                 if self.dist.is_main:
+                    if improved:
+                        self._save_weights("model.safetensors", selected=True)
                     self._write_metrics()
                     if writer is not None:
                         for k, v in row.items():
-                            if k != "epoch":
+                            if k != "epoch" and isinstance(v, int | float):
                                 writer.add_scalar(k, v, epoch + 1)
                     if (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs:
                         self.save_checkpoint(epoch + 1)
-                self.log(
-                    f"epoch {epoch + 1}/{c.epochs}  train loss {row['train_loss']:.4f} "
-                    f"top-1 {100 * row['train_top1']:.2f}%  test loss {row['test_loss']:.4f} "
-                    f"top-1 {100 * row['test_top1']:.2f}% top-5 {100 * row['test_top5']:.2f}%  "
-                    f"lr {row['lr']:.3g}  {row['train_seconds']:.1f}s"
-                )
+                self.log(self._epoch_line(row, improved))
             if writer is not None:
                 writer.close()
             final = self._final()
@@ -436,10 +618,37 @@ class Trainer:
         finally:
             distributed.cleanup(self.dist)
 
+    def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
+        def part(prefix: str) -> str:
+            metrics = {k[len(prefix) + 1 :]: v for k, v in row.items() if k.startswith(f"{prefix}_")}
+            metrics.pop("seconds", None)
+            return self.task.format(metrics)
+
+        text = f"epoch {row['epoch']}/{self.config.epochs}  train {part('train')}"
+        if any(k.startswith("val_") for k in row):
+            text += f"  val {part('val')}{' *' if improved else ''}"
+        if any(k.startswith("test_") for k in row):
+            text += f"  (test curve {part('test')})"
+        return text + f"  lr {row['lr']:.3g}  {row['train_seconds']:.1f}s"
+
     # -- files ----------------------------------------------------------------------------------
+    def _config_record(self) -> dict[str, Any]:
+        record = dict(self._run_config) if self._run_config is not None else self.config.to_dict()
+        record.update(self.run_metadata())
+        split = info_get(self.info, "val_split")
+        if split:
+            record["val_split"] = split
+        if self.resumes:
+            record["resumes"] = self.resumes
+        return record
+
     def _write_start(self) -> None:
-        write_json_atomic(self.out / "config.json", {**self.config.to_dict(), **self.run_metadata()})
-        if self.config.summary and self.start_epoch == 0:
+        write_json_atomic(self.out / "config.json", self._config_record())
+        if self.start_epoch == 0:
+            if self._run_config is None:  # a task with its own settings (counting) says them itself
+                self.log(f"{self.config.model} on {self.config.data}: {self.config.describe()}")
+            self.log(f"schedule: {self.schedule.describe()}; run in {self.out}")
+        if self.config.summary and self.start_epoch == 0 and self.input_size() is not None:
             from cnnzoo.analysis import profile
 
             try:
@@ -448,11 +657,19 @@ class Trainer:
                 self.log(f"(no model summary: {type(e).__name__}: {e})")
 
     def _write_metrics(self) -> None:
+        from cnnzoo.data.store import atomic_write_bytes
+
         # Rewritten whole (atomically) so that a resumed run never duplicates or loses a row.
-        path = self.out / "metrics.jsonl"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in self.history))
-        os.replace(tmp, path)
+        text = "".join(json.dumps(r) + "\n" for r in self.history)
+        atomic_write_bytes(self.out / "metrics.jsonl", text.encode())
+
+    def _save_weights(self, name: str, *, selected: bool = False) -> Path:
+        from cnnzoo.weights import save_weights
+
+        meta = dict(self.run_metadata())
+        if selected:
+            meta["cnnzoo_selected"] = {"epoch": self.best["epoch"], "on": f"val_{self.task.monitor}"}
+        return save_weights(self.raw_model, self.out / name, metadata=meta)
 
     def save_checkpoint(self, epoch: int) -> Path:
         state = {
@@ -460,6 +677,8 @@ class Trainer:
             "step": self.schedule.step_count,
             "schedule": self.schedule.state_dict(),
             "history": self.history,
+            "best": self.best,
+            "resumes": self.resumes,
             "config": self.config.to_dict(),
         }
         return save_checkpoint(
@@ -479,33 +698,64 @@ class Trainer:
             return None
         return SummaryWriter(str(self.out / "tb"))
 
+    def _select(self) -> None:
+        """Load the selected weights (written by rank 0) into the model on every process."""
+        from cnnzoo.weights import read_state_dict
+
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        weights = read_state_dict(self.out / "model.safetensors")
+        self.raw_model.load_state_dict(weights)
+
     def _final(self) -> dict[str, Any]:
+        c = self.config
         last = self.history[-1] if self.history else {}
         final: dict[str, Any] = {
-            "model": self.config.model,
-            "data": self.config.data,
+            "model": c.model,
+            "data": c.data,
+            "task": self.task.name,
             "epochs": len(self.history),
             "out": str(self.out),
             "world_size": self.dist.world_size,
         }
-        for k in ("test_top1", "test_top5", "test_loss", "train_top1", "train_top5", "train_loss"):
-            if k in last:
-                final[k] = last[k]
+        final.update({k: v for k, v in last.items() if k.startswith("train_") and k != "train_seconds"})
+        selected = self.val_loader is not None and self.best["value"] is not None
+        final["selected_on"] = f"val_{self.task.monitor}" if selected else "last epoch (no validation set)"
+        final["best_epoch"] = self.best["epoch"] if selected else len(self.history)
+        if selected:
+            final.update(self.best["metrics"])
+        if self.dist.is_main:
+            self._save_weights("last.safetensors")
+            if not selected:
+                self._save_weights("model.safetensors")
+        if self.test_loader is not None:
+            if selected and self.best["epoch"] != len(self.history):
+                # The last weights' test score, for the record; the selected one is what we report.
+                last_test = self.evaluate("test")
+                final.update({f"{k}_last": v for k, v in last_test.items()})
+                self._select()
+                final.update(self.evaluate("test"))
+            else:
+                test = self.evaluate("test")
+                final.update(test)
+                final.update({f"{k}_last": v for k, v in test.items()})
+        elif selected:
+            self._select()
         if self.history:
-            final["best_test_top1"] = max(r["test_top1"] for r in self.history)
             final["train_seconds"] = sum(r["train_seconds"] for r in self.history)
             final["seconds"] = sum(r["seconds"] for r in self.history)
         final["params"] = sum(p.numel() for p in self.raw_model.parameters())
+        self.task.finish(self, final)
         if self.dist.is_main:
-            from cnnzoo.weights import save_weights
-
-            save_weights(self.raw_model, self.out / "model.safetensors", metadata=self.run_metadata())
             write_json_atomic(self.out / "final.json", final)
             from cnnzoo.train.plots import have_matplotlib, plot_curves
 
             if self.history and have_matplotlib():
                 plot_curves(
-                    self.history, self.out / "curves.png", title=f"{self.config.model} on {self.config.data}"
+                    self.history,
+                    self.out / "curves.png",
+                    title=f"{c.model} on {c.data}",
+                    selected_epoch=final["best_epoch"] if selected else None,
                 )
         return final
 
@@ -514,11 +764,19 @@ def _auto_type() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _print(text: str) -> None:
+    print(text, flush=True)  # one line per epoch reaches a redirected stdout when it happens
+
+
 def train(
     config: TrainConfig,
     *,
+    model: nn.Module | None = None,
+    task: Task | None = None,
     data: Callable[..., Loaders] | Loaders | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `config` and return the final metrics (also in `OUT/final.json`)."""
-    return Trainer(config, data=data, log=log).fit()
+    """Train `config` (or `model`, any nn.Module, with `config`'s settings) and return the final
+    metrics (also in `OUT/final.json`): validation metrics of the selected epoch and test metrics
+    of its weights."""
+    return Trainer(config, model=model, task=task, data=data, log=log).fit()
