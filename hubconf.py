@@ -2,7 +2,8 @@
 
     model = torch.hub.load("path/to/cnnzoo", "resnet50", source="local", num_classes=10)
 
-Each entry takes create_model's keyword arguments (num_classes, in_chans, pretrained=PATH, ...).
+Each entry takes create_model's keyword arguments (num_classes, in_chans, pretrained, ...);
+`pretrained=True` gives torchvision's ImageNet weights, as torchvision's own hub entries do.
 """
 
 import functools as _functools

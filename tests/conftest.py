@@ -14,3 +14,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty torch hub cache of the test's own, and no downloads: the `checkpoints` folder
+    where `pretrained=True` looks for torchvision's ImageNet files. Tests put files there."""
+    import urllib.error
+
+    from cnnzoo import pretrained
+
+    def offline(url, dest, timeout):
+        raise urllib.error.URLError("offline in tests")
+
+    monkeypatch.setattr(pretrained, "_download", offline)
+    before = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub" / "checkpoints"
+    torch.hub.set_dir(before)

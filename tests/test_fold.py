@@ -59,7 +59,7 @@ def test_folding_keeps_the_function_of_every_model(name: str) -> None:
     x = example_input(model, batch=2)  # the smallest input the model accepts
     with torch.no_grad():
         ref = model(x)
-    folded, report = optimize_for_inference(model, example=x, inplace=True)
+    folded, report = optimize_for_inference(model, example=x, inplace=True, return_report=True)
     with torch.no_grad():
         out = folded(x)
 
@@ -185,7 +185,7 @@ def test_optimized_model_keeps_the_interface_and_input_check() -> None:
     model = cnnzoo.create_model("resnet18", num_classes=3)
     randomise_batchnorm(model, torch.Generator().manual_seed(3))
     model.eval()
-    fast, report = optimize_for_inference(model)
+    fast, report = optimize_for_inference(model, return_report=True)
     assert fast is not model and any(isinstance(m, _BN) for m in model.modules())  # a copy
     assert report.channels_last and "folded 20 BatchNorm" in report.summary()
     x = torch.randn(1, 3, 64, 64)
@@ -194,3 +194,19 @@ def test_optimized_model_keeps_the_interface_and_input_check() -> None:
     assert fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, H, W\)"):
         fast(torch.randn(1, 1, 64, 64))
+
+
+def test_optimize_for_inference_returns_a_model_like_torch_jit_does() -> None:
+    # torch.jit.optimize_for_inference and timm return the module; the report is opt-in.
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("mobilenet_v2", num_classes=4)
+    randomise_batchnorm(model, torch.Generator().manual_seed(4))
+    model.eval()
+    fast = optimize_for_inference(model)
+    assert isinstance(fast, nn.Module) and type(fast) is type(model) and fast is not model
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert rel_error(fast(x), model(x)) <= 1e-5
+    assert not any(isinstance(m, _BN) for m in fast.modules())
+    same, report = optimize_for_inference(fast, inplace=True, return_report=True)
+    assert same is fast and not report.folded  # already folded: nothing left to do

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 import cnnzoo
 
@@ -63,5 +64,18 @@ def test_hub_passes_pretrained_path(tmp_path):
         expected = source(x)
         torch.testing.assert_close(loaded(x), expected, rtol=0, atol=0)
         assert not torch.allclose(fresh(x), expected)  # so the equality above is the file's doing
+    for k, v in source.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+
+
+def test_hub_passes_pretrained_true(hub_cache):
+    # torchvision's hub entries take pretrained=True; ours read the same hub cache as create_model.
+    from cnnzoo.pretrained import imagenet_url
+
+    torch.manual_seed(0)
+    source = torchvision.models.resnet18()
+    hub_cache.mkdir(parents=True)
+    torch.save(source.state_dict(), hub_cache / Path(imagenet_url("resnet18")).name)
+    loaded = hub_load("resnet18", pretrained=True)
     for k, v in source.state_dict().items():
         assert torch.equal(loaded.state_dict()[k], v), k

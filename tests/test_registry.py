@@ -149,6 +149,25 @@ def test_torchvision_twins_exist_in_torchvision():
         assert model_info(name).torchvision in available, name
 
 
+def test_list_models_pretrained_is_what_torchvision_publishes_weights_for():
+    import fnmatch
+
+    import torchvision.models
+
+    published = set(torchvision.models.list_models(module=torchvision.models))  # classification nets
+    expected = [n for n in ALL_MODELS if model_info(n).torchvision in published]
+    assert all(list(torchvision.models.get_model_weights(model_info(n).torchvision)) for n in expected)
+    assert list_models(pretrained=True) == expected
+    assert "resnet50" in expected and "googlenet" in expected and "resnet20" not in expected
+    assert list_models(pretrained=False) == ALL_MODELS  # timm's meaning: False filters nothing
+    # The filters combine.
+    resnets = [n for n in expected if fnmatch.fnmatchcase(n, "resnet*")]
+    assert list_models("resnet*", pretrained=True) == resnets
+    assert list_models(family="vgg", pretrained=True) == [n for n in expected if n.startswith("vgg")]
+    assert list_models("*_bn", family="vgg", pretrained=True) == [f"vgg{d}_bn" for d in (11, 13, 16, 19)]
+    assert list_models(torchvision=False, pretrained=True) == []
+
+
 # -- model_info --------------------------------------------------------------------------------------
 def test_model_info_resnet18():
     info = model_info("resnet18")

@@ -315,7 +315,7 @@ def test_pretrained_of_another_architecture_fails_with_checkpoint_error(trained,
 def test_imagenet_weights_come_from_the_hub_cache_or_a_clear_message(tmp_path, monkeypatch):
     import urllib.error
 
-    from cnnzoo.train import pretrained
+    from cnnzoo import pretrained
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
 

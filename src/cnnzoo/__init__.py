@@ -2,6 +2,7 @@
 
 >>> import cnnzoo
 >>> model = cnnzoo.create_model("resnet50", num_classes=10)
+>>> model = cnnzoo.create_model("resnet50", pretrained=True)  # doctest: +SKIP  (torchvision's ImageNet weights)
 >>> cnnzoo.list_models("vgg*")[:2]
 ['vgg11', 'vgg11_bn']
 >>> cnnzoo.profile("alexnet_paper").total_params   # the lecture's per-layer table, exact
@@ -9,6 +10,7 @@
 """
 
 from cnnzoo.analysis import Profile, profile
+from cnnzoo.pretrained import PretrainedUnavailable
 from cnnzoo.registry import (
     ModelInfo,
     UnknownModelError,
@@ -26,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "ModelInfo",
+    "PretrainedUnavailable",
     "Profile",
     "UnknownModelError",
     "__version__",

@@ -10,9 +10,9 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -118,15 +118,28 @@ def is_model(name: str) -> bool:
 
 
 def list_models(
-    pattern: str = "*", *, family: str | None = None, torchvision: bool | None = None
+    pattern: str = "*",
+    *,
+    family: str | None = None,
+    torchvision: bool | None = None,
+    pretrained: bool = False,
 ) -> list[str]:
-    """Registered model names matching a shell-style `pattern` (e.g. ``"resnet*"``), sorted."""
+    """Registered model names matching a shell-style `pattern` (e.g. ``"resnet*"``), sorted.
+
+    `family` keeps one family; `torchvision` keeps the models with (True) or without (False) a
+    torchvision twin; `pretrained=True` keeps those with published ImageNet weights, i.e. the
+    names `create_model(name, pretrained=True)` accepts (timm's meaning: False filters nothing).
+    """
     _ensure_models_imported()
     names = [n for n in _BUILDERS if fnmatch.fnmatchcase(n, pattern)]
     if family is not None:
         names = [n for n in names if _INFO[n].family == family]
     if torchvision is not None:
         names = [n for n in names if (_INFO[n].torchvision is not None) == torchvision]
+    if pretrained:
+        from cnnzoo.pretrained import has_imagenet_weights
+
+        names = [n for n in names if has_imagenet_weights(n)]
     return sorted(names, key=_natural_key)
 
 
@@ -157,19 +170,24 @@ def create_model(
     *,
     num_classes: int | None = None,
     in_chans: int | None = None,
-    pretrained: str | Path | None = None,
+    pretrained: bool | str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """Build a registered model, optionally loading weights from a file.
+    """Build a registered model, optionally with weights: torchvision's ImageNet ones or a file.
 
     Args:
         name: a name from `list_models()`, e.g. ``"resnet50"``.
         num_classes: size of the classifier; defaults to the architecture's own (1000 for the
             ImageNet nets, 10 for LeNet-5 and the CIFAR nets). 0 gives a model without a head.
         in_chans: input channels; defaults to the architecture's own (3, or 1 for LeNet-5).
-        pretrained: path to a torchvision state-dict (``.pth``) or a cnnzoo ``.safetensors`` file.
-            A head of another size is replaced (and re-initialised) with a warning; a 3-channel
-            stem is adapted to `in_chans` by summing or repeating its filters.
+        pretrained: ``True`` or ``"imagenet"``: torchvision's published ImageNet weights for
+            this architecture (`list_models(pretrained=True)`), read from torch's hub cache or
+            downloaded into it, as ``cnnzoo train --pretrained imagenet`` does; raises
+            `PretrainedUnavailable` saying which file to put where when that fails. A path: a
+            torchvision state dict (``.pth``) or a cnnzoo ``.safetensors`` file. ``None`` or
+            ``False``: fresh weights. A head of another size is replaced (and re-initialised)
+            with a warning; a 3-channel stem is adapted to `in_chans` by summing or repeating
+            its filters.
         **kwargs: architecture options, e.g. ``act="mish"``, ``drop_path_rate=0.1``.
     """
     builder = get_builder(name)
@@ -182,6 +200,21 @@ def create_model(
         raise ValueError(f"num_classes must be a non-negative int, got {num_classes!r}")
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ValueError(f"in_chans must be a positive int, got {in_chans!r}")
+    weights: str | os.PathLike | None
+    if pretrained is True or pretrained == "imagenet":
+        from cnnzoo.pretrained import IMAGENET_BUILD_KWARGS, imagenet_weights
+
+        weights = imagenet_weights(name)  # before building: a missing file fails fast
+        if in_chans == 3:  # the options re-map RGB input; a stem adapted to in_chans cannot use them
+            kwargs = {**IMAGENET_BUILD_KWARGS.get(name, {}), **kwargs}
+    elif pretrained is None or pretrained is False:
+        weights = None
+    elif isinstance(pretrained, str | os.PathLike):
+        weights = pretrained
+    else:
+        raise TypeError(
+            f"pretrained must be True, 'imagenet', a path or None, got {type(pretrained).__name__}"
+        )
     try:
         model = builder(num_classes=num_classes, in_chans=in_chans, **kwargs)
     except TypeError as e:
@@ -191,8 +224,8 @@ def create_model(
             f"{name} does not take that option ({e}); see help(cnnzoo.get_builder({name!r}))"
         ) from e
     model.model_name = name  # type: ignore[assignment]
-    if pretrained is not None:
+    if weights is not None:
         from cnnzoo.weights import load_pretrained
 
-        load_pretrained(model, pretrained, model_name=name)
+        load_pretrained(model, weights, model_name=name)
     return model

@@ -1,7 +1,7 @@
 """Deployment: inference-time tidying, export with a check against eager, and inference paths.
 
 >>> from cnnzoo.deploy import export, optimize_for_inference
->>> fast, report = optimize_for_inference(model)   # doctest: +SKIP  (BN folded, NHWC, same outputs)
+>>> fast = optimize_for_inference(model)   # doctest: +SKIP  (BN folded, NHWC, same outputs)
 >>> export(model, "model.onnx", input_size=(3, 224, 224), dynamic_batch=True)  # doctest: +SKIP
 
 ONNX export and ONNX Runtime need the optional extra: pip install 'cnnzoo[onnx]'. Nothing here

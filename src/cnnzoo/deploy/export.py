@@ -288,7 +288,7 @@ def export(
         report = FoldReport()
         target = model
         if optimize:
-            target, report = optimize_for_inference(model, example=x, channels_last=False)
+            target, report = optimize_for_inference(model, example=x, channels_last=False, return_report=True)
     finally:
         model.train(was_training)
 

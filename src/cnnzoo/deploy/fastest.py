@@ -86,7 +86,7 @@ def _channels_last(model: nn.Module, example: torch.Tensor) -> Run:
 
 
 def _folded(model: nn.Module, example: torch.Tensor) -> Run:
-    m, _ = optimize_for_inference(model, example=example[:1], channels_last=True)
+    m = optimize_for_inference(model, example=example[:1], channels_last=True)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -98,7 +98,7 @@ def _folded(model: nn.Module, example: torch.Tensor) -> Run:
 def _compiled(model: nn.Module, example: torch.Tensor) -> Run:
     import torch._inductor.config as inductor_config
 
-    m, _ = optimize_for_inference(model, example=example[:1], channels_last=True)
+    m = optimize_for_inference(model, example=example[:1], channels_last=True)
     # Freezing turns the weights into constants, so inductor pre-packs them for oneDNN once
     # instead of on every call; it applies to no-grad inference only.
     inductor_config.freezing = True
@@ -118,7 +118,7 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor) -> Run:
     import warnings
 
     require_onnx()
-    m, _ = optimize_for_inference(model, example=example[:1], channels_last=False)
+    m = optimize_for_inference(model, example=example[:1], channels_last=False)
     # torch.export keeps a size-1 dimension static, so the dynamic batch is traced at 2.
     x = example if example.shape[0] > 1 else example.expand(2, *example.shape[1:]).contiguous()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -142,7 +142,7 @@ def _onnxruntime(model: nn.Module, example: torch.Tensor) -> Run:
 
 
 def _cuda_bf16(model: nn.Module, example: torch.Tensor) -> Run:
-    m, _ = optimize_for_inference(model, example=example[:1], channels_last=True)
+    m = optimize_for_inference(model, example=example[:1], channels_last=True)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
@@ -152,7 +152,7 @@ def _cuda_bf16(model: nn.Module, example: torch.Tensor) -> Run:
 
 
 def _cuda_graph(model: nn.Module, example: torch.Tensor) -> Run:
-    m, _ = optimize_for_inference(model, example=example[:1], channels_last=True)
+    m = optimize_for_inference(model, example=example[:1], channels_last=True)
     static_in = example.detach().clone().contiguous(memory_format=torch.channels_last)
 
     def step() -> torch.Tensor:

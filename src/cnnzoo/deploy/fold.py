@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar, overload
 
 import torch
 from torch import nn
@@ -39,6 +39,8 @@ __all__ = [
     "optimize_for_inference",
     "strip_training_modules",
 ]
+
+M = TypeVar("M", bound=nn.Module)
 
 _CONV = nn.modules.conv._ConvNd
 _BN = nn.modules.batchnorm._BatchNorm
@@ -251,17 +253,38 @@ def strip_training_modules(model: nn.Module, example: torch.Tensor | None = None
     return removed
 
 
+@overload
 def optimize_for_inference(
-    model: nn.Module,
+    model: M,
+    *,
+    example: torch.Tensor | None = ...,
+    channels_last: bool = ...,
+    inplace: bool = ...,
+    return_report: Literal[False] = ...,
+) -> M: ...
+@overload
+def optimize_for_inference(
+    model: M,
+    *,
+    example: torch.Tensor | None = ...,
+    channels_last: bool = ...,
+    inplace: bool = ...,
+    return_report: Literal[True],
+) -> tuple[M, FoldReport]: ...
+def optimize_for_inference(
+    model: M,
     *,
     example: torch.Tensor | None = None,
     channels_last: bool = True,
     inplace: bool = False,
-) -> tuple[nn.Module, FoldReport]:
+    return_report: bool = False,
+) -> M | tuple[M, FoldReport]:
     """The model tidied for inference: eval mode, BN folded, training-only modules gone, NHWC.
 
     Same outputs as `model.eval()` up to float rounding (tested on every registered model within
-    1e-5 relative). Returns (model, report); a copy unless `inplace`.
+    1e-5 relative). Returns the model, a copy unless `inplace`, like
+    `torch.jit.optimize_for_inference`; with `return_report=True`, ``(model, FoldReport)``, the
+    report naming what was folded, kept and removed.
     """
     if not inplace:
         model = copy.deepcopy(model)
@@ -276,4 +299,4 @@ def optimize_for_inference(
     if channels_last:
         model.to(memory_format=torch.channels_last)
         report.channels_last = True
-    return model, report
+    return (model, report) if return_report else model

@@ -10,10 +10,10 @@
 safetensors + JSON, written atomically, and `resume=True` continues bit for bit on CPU.
 """
 
+from cnnzoo.pretrained import PretrainedUnavailable, imagenet_weights
 from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cnnzoo.train.config import TrainConfig, resolve_config
 from cnnzoo.train.evaluate import LoadedModel, evaluate, load_model, predict
-from cnnzoo.train.pretrained import PretrainedUnavailable, imagenet_weights
 from cnnzoo.train.recipes import RECIPES, Recipe, UnknownRecipeError
 from cnnzoo.train.tasks import ClassificationTask, Task
 from cnnzoo.train.trainer import NonFiniteLossError, ResumeError, Trainer, TrainingError, train
