@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cnnzoo.atomic import atomic_write_text, file_mode, make_temp_dir
 from cnnzoo.weights import CheckpointError, save_weights
 
 __all__ = [
@@ -42,20 +42,8 @@ KEEP = 2  # complete checkpoints kept on disk
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`obj` as indented JSON, atomically and synced to disk (a pointer must survive a power cut)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n", fsync=True)
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -113,12 +101,13 @@ def save_checkpoint(
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{int(state['epoch']):04d}"
     final = ckpt_root / name
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    tmp = make_temp_dir(ckpt_root, prefix=f".{name}.")
     try:
         save_weights(model, tmp / MODEL_FILE, metadata=metadata)
         tensors, plain = _split_optimizer_state(optimizer.state_dict())
         tensors.update(_rng_tensors())
         save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
+        os.chmod(tmp / STATE_TENSORS, file_mode())  # safetensors creates its files 0600
         write_json_atomic(tmp / STATE_JSON, {**state, "optimizer": plain})
         if final.exists():  # a rerun of the same epoch after a crash past this point
             shutil.rmtree(final)
