@@ -1,10 +1,12 @@
-"""Checkpoints that keep to their own run, and files that take the user's umask."""
+"""Run folders that never lose work: numbered defaults, refusing a finished run, the lifetime lock
+(against a real second process), pruning that keeps to its own run, and file modes from the umask."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +23,180 @@ from cnnzoo.train.checkpoint import (
     save_checkpoint,
     write_json_atomic,
 )
+from cnnzoo.train.rundir import LOCK_FILE, RunDirBusy, RunDirError, holds_run, open_run_dir
 from cnnzoo.weights import save_weights
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# A second process that opens a run folder, says so, and holds it until its stdin closes or it dies.
+HOLDER = """
+import sys
+from cnnzoo.train.rundir import open_run_dir
+path = None if sys.argv[1] == "-" else sys.argv[1]
+run = open_run_dir(path, default=sys.argv[2] if len(sys.argv) > 2 else None)
+(run.path / "config.json").write_text("{}")
+print(run.path, flush=True)
+sys.stdin.read()
+"""
+
+
+def start_holder(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, "-c", HOLDER, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def held_path(proc: subprocess.Popen) -> Path:
+    line = proc.stdout.readline().strip()
+    assert line, proc.stderr.read()
+    return Path(line)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=60)
+
+
+def write_run(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text("{}")
+
+
+# -- choosing and refusing folders ---------------------------------------------------------------
+def test_default_folders_are_numbered_and_created(tmp_path):
+    base = tmp_path / "runs" / "lenet5-fashion-mnist"
+    with open_run_dir(None, default=base) as a, open_run_dir(None, default=base) as b:
+        assert (a.path, b.path) == (base, base.with_name("lenet5-fashion-mnist-2"))
+        assert a.path.is_dir() and b.path.is_dir() and a.run_id != b.run_id
+        (a.path / "config.json").write_text("{}")
+    assert a.path.is_dir()  # it holds a run's file
+    assert not b.path.exists()  # created, left empty: removed again, as if the run never started
+    with open_run_dir("", default=base) as c:
+        assert c.path == base.with_name("lenet5-fashion-mnist-2")
+
+
+def test_two_processes_started_at_once_get_two_default_folders(tmp_path):
+    base = str(tmp_path / "runs" / "lenet5-mnist")
+    procs = [start_holder("-", base) for _ in range(2)]
+    try:
+        paths = {held_path(p) for p in procs}
+    finally:
+        for p in procs:
+            stop(p)
+    assert paths == {Path(base), Path(f"{base}-2")}
+
+
+def test_a_folder_holding_a_run_needs_resume_or_overwrite(tmp_path):
+    for marker in ("config.json", "final.json", "metrics.jsonl", "model.safetensors", "checkpoints"):
+        folder = tmp_path / marker.replace(".", "_")
+        folder.mkdir()
+        (folder / marker).mkdir() if marker == "checkpoints" else (folder / marker).write_text("")
+        with pytest.raises(RunDirError) as info:
+            open_run_dir(folder, default=tmp_path / "unused")
+        message = str(info.value)
+        assert isinstance(info.value, ValueError) and "\n" not in message
+        assert str(folder) in message and "--resume to continue it or --overwrite to replace it" in message
+        assert not (folder / LOCK_FILE).exists()  # the refusal released the lock
+
+
+def test_empty_or_missing_folders_are_fine_and_a_file_is_not(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("mine")
+    with open_run_dir(tmp_path / "empty") as run:
+        assert run.path == tmp_path / "empty" and not run.created and run.run_id
+        assert (run.path / LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["notes.txt"]  # lock file gone
+    with open_run_dir(tmp_path / "new" / "deeper") as run:
+        assert run.path.is_dir() and run.created
+    assert not (tmp_path / "new" / "deeper").exists()  # nothing written: nothing left
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RunDirError, match=r"'.*afile' is a file; a run needs a folder"):
+        open_run_dir(tmp_path / "afile")
+
+
+def test_resume_needs_a_run_and_a_folder(tmp_path):
+    with pytest.raises(RunDirError, match="holds no run to continue") as info:
+        open_run_dir(tmp_path / "nothing", resume=True)
+    assert str(tmp_path / "nothing") in str(info.value) and not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="holds no run to continue"):
+        open_run_dir(tmp_path / "empty", resume=True)
+    with pytest.raises(RunDirError, match="--resume needs the run's folder"):
+        open_run_dir(None, default=tmp_path / "runs" / "x", resume=True)
+    write_run(tmp_path / "run")
+    with pytest.raises(RunDirError, match="choose one"):
+        open_run_dir(tmp_path / "run", resume=True, overwrite=True)
+
+
+def test_resume_keeps_the_run_id_of_the_checkpoint_it_continues(tmp_path):
+    write_run(tmp_path / "run")
+    with open_run_dir(tmp_path / "run", resume=True) as run:
+        assert run.resumed and run.run_id  # a run that crashed before its first checkpoint
+    model, opt = tiny()
+    save(tmp_path / "run", model, opt, 1, run_id="abc123")
+    with open_run_dir(tmp_path / "run", resume=True) as run:
+        assert run.run_id == "abc123"
+
+
+def test_overwrite_removes_the_runs_files_and_nothing_else(tmp_path):
+    folder = tmp_path / "run"
+    write_run(folder)
+    for name in ("final.json", "metrics.jsonl", "model.safetensors", "last.safetensors", "curves.png"):
+        (folder / name).write_text("old")
+    for name in ("test_predictions.csv", "test_scatter.png", "confusion.png", "report.md", "report.html"):
+        (folder / name).write_text("old")
+    for sub in ("checkpoints/epoch-0001", "tb"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "f").write_text("old")
+    (folder / "notes.txt").write_text("mine")
+    (folder / "data").mkdir()
+    with open_run_dir(folder, overwrite=True) as run:
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE, "data", "notes.txt"]
+        assert not holds_run(run.path) and run.run_id
+    with open_run_dir(tmp_path / "fresh", overwrite=True) as run:  # nothing to replace: fine
+        assert run.path.is_dir()
+
+
+# -- the lock --------------------------------------------------------------------------------------
+def test_a_second_process_is_refused_at_once_until_the_holder_dies(tmp_path):
+    folder = tmp_path / "run"
+    holder = start_holder(str(folder))
+    try:
+        assert held_path(holder) == folder
+        # The holder wrote config.json: without the lock this would be "already holds a run".
+        with pytest.raises(RunDirBusy) as info:
+            open_run_dir(folder, resume=True)
+        assert isinstance(info.value, RunDirError)
+        assert str(info.value) == (
+            f"{str(folder)!r} is in use by another cnnzoo run (pid {holder.pid}); "
+            "wait for it or choose another --out"
+        )
+        with pytest.raises(RunDirBusy):
+            open_run_dir(folder, overwrite=True)
+        assert (folder / "config.json").is_file()  # the refused overwrite removed nothing
+    finally:
+        holder.kill()  # no close(): the kernel releases the lock of a dead process
+        holder.communicate(timeout=60)
+    with open_run_dir(folder, resume=True) as run:
+        assert (run.path / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+
+def test_the_lock_is_held_until_close(tmp_path):
+    run = open_run_dir(tmp_path / "run")
+    with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+        open_run_dir(tmp_path / "run")  # flock: a second open file conflicts even in one process
+    run.close()
+    run.close()  # idempotent
+    assert run.closed
+    with open_run_dir(tmp_path / "run") as again:
+        assert not again.closed
 
 
 # -- checkpoints keep to their own run ----------------------------------------------------------
