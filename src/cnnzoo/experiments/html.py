@@ -74,7 +74,7 @@ def collect_results(reports: str | os.PathLike) -> list[tuple[Path, ExperimentRe
     root = Path(reports)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"no reports folder {str(root)!r}; run `cnnzoo experiment NAME` first (it writes reports/NAME)"
+            f"no reports folder {str(root)!r}; run `cnnzoo experiment NAME` first (it writes runs/experiments/NAME)"
         )
     found = [p.parent for p in sorted(root.glob(f"*/{RESULT_FILE}"))]
     rank = {n: i for i, n in enumerate(EXPERIMENTS)}
