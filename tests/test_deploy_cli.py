@@ -49,6 +49,20 @@ def test_export_by_name_writes_one_checked_file(tmp_path, capsys, monkeypatch) -
     assert [p.name for p in tmp_path.iterdir()] == ["lenet5.onnx"]
 
 
+def test_export_refuses_an_existing_file_without_overwrite(tmp_path, capsys) -> None:
+    dest = tmp_path / "l.pt"
+    dest.write_bytes(b"an earlier export")
+    code, out, err = cli(capsys, "export", "lenet5", "--format", "torchscript", "--out", str(dest))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"{str(dest)!r} already exists; pass --overwrite to replace it" in err
+    assert dest.read_bytes() == b"an earlier export"
+    code, out, _ = cli(
+        capsys, "export", "lenet5", "--format", "torchscript", "--out", str(dest), "--overwrite"
+    )
+    assert code == 0 and out.startswith(f"wrote {dest}")
+    assert torch.jit.load(str(dest))(torch.randn(1, 1, 28, 28)).shape == (1, 10)
+
+
 def test_export_a_trained_run_at_its_own_input_size(tmp_path, capsys) -> None:
     torch.manual_seed(0)
     model = with_statistics(cnnzoo.create_model("resnet20", num_classes=3))

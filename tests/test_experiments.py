@@ -9,6 +9,7 @@ on inputs whose answer is known without the code under test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -137,6 +138,45 @@ def test_cli_experiment_and_errors(data_root, tmp_path, capsys):
         lines = capsys.readouterr().err.strip().splitlines()
         errors = [line for line in lines if line.startswith("cnnzoo: error: ")]
         assert errors == lines[-1:] and message in errors[0], lines
+
+
+def test_cli_experiment_writes_under_runs_and_keeps_a_report_unless_overwrite(tmp_path, monkeypatch, capsys):
+    # A stand-in experiment that finishes at once: what is tested is where the report goes.
+    from cnnzoo.experiments import runner
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        epochs: int = 1
+
+    calls: list[Path] = []
+
+    def run(settings, ctx):
+        calls.append(ctx.out)
+        return ExperimentResult("degradation", "T", "claim", "src", findings=[Finding("a", True, "e")])
+
+    fake = runner.Experiment("degradation", "T", "claim", "src", {"tiny": Settings()}, run)
+    monkeypatch.setattr(runner, "get_experiment", lambda name: fake)
+    monkeypatch.chdir(tmp_path)
+    argv = ["experiment", "degradation", "--budget", "tiny"]
+
+    assert cnnzoo_main(argv) == 0
+    default = Path("runs") / "experiments" / "degradation"
+    assert calls == [default] and (default / "report.md").is_file() and (default / "result.json").is_file()
+    assert f"report: {default / 'report.md'}" in capsys.readouterr().out
+    assert not Path("reports").exists()  # the committed reports change only when --out names them
+
+    (default / "result.json").write_text("{}")
+    (default / "report.md").unlink()  # either file marks a report
+    assert cnnzoo_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{str(default)!r} already holds a report; pass --overwrite" in err
+    assert calls == [default] and (default / "result.json").read_text() == "{}"  # nothing ran or changed
+
+    assert cnnzoo_main([*argv, "--overwrite"]) == 0
+    assert len(calls) == 2 and read_result(default).verdict == "held"
+    assert cnnzoo_main([*argv, "--out", "reports/degradation"]) == 0
+    assert (tmp_path / "reports" / "degradation" / "report.md").is_file()
+    capsys.readouterr()
 
 
 # -- the report --------------------------------------------------------------------------------

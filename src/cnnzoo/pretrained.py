@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -71,15 +70,13 @@ def imagenet_url(model_name: str) -> str:
 
 
 def _download(url: str, dest: Path, timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+    from cnnzoo.atomic import atomic_write
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
             shutil.copyfileobj(r, f)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(dest, write)
 
 
 def imagenet_weights(model_name: str, *, download: bool = True, timeout: float = 20.0) -> Path:

@@ -7,13 +7,12 @@ matplotlib (`pip install cnnzoo[plot]`), the rest of cnnzoo does not.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.profile import profile
+from cnnzoo.atomic import atomic_write
 
 __all__ = ["PUBLISHED_TOP1", "compare", "plot_accuracy_vs_macs", "published_top1"]
 
@@ -120,14 +119,7 @@ def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path) -> P
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     # A crash halfway leaves the old file (or none), never a truncated PNG.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-    return path

@@ -64,9 +64,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             optimize=not args.no_fold,
             rtol=args.rtol,
             name=src.label,
+            overwrite=args.overwrite,
         )
     except MissingDependency as e:
         raise _missing_onnx(e) from e
+    except FileExistsError as e:
+        raise UsageError(str(e)) from e
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0
@@ -153,6 +156,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size of the exported graph (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (checked at two)")
     p.add_argument("--out", metavar="FILE", help="output file (default NAME.onnx / .pt / .pt2 here)")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.add_argument("--model", help="architecture, for checkpoint files that do not name it")
     p.add_argument("--no-fold", action="store_true", help="export the model as it is, BatchNorm unfolded")
     p.add_argument(

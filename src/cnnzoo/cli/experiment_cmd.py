@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from cnnzoo.cli.main import UsageError
 
@@ -11,6 +12,7 @@ __all__ = ["add_parsers"]
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from cnnzoo.experiments import list_experiments, run_experiment
+    from cnnzoo.experiments.runner import default_out
 
     if args.list:
         from cnnzoo.analysis.formats import render_rows
@@ -39,16 +41,18 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             seed=args.seed,
             threads=args.threads,
             data_root=args.data_root,
+            overwrite=args.overwrite,
         )
     except ImportError as e:  # matplotlib missing: the plots are part of the report
         raise UsageError(str(e)) from e
     except DataError as e:
         raise UsageError(str(e)) from e
-    out = args.out or f"reports/{args.name}"
+    out = Path(args.out) if args.out else default_out(args.name)
     lines = [f"{result.title}: the claim {result.verdict}"]
     lines += [f"  [{'held' if f.held else 'did not hold'}] {f.claim}: {f.evidence}" for f in result.findings]
     lines.append(
-        f"report: {out}/report.md ({result.meta['wall_seconds'] / 60:.1f} min); `cnnzoo report` collects all"
+        f"report: {out / 'report.md'} ({result.meta['wall_seconds'] / 60:.1f} min); "
+        f"`cnnzoo report --reports {out.parent}` collects all"
     )
     print("\n".join(lines))
     return 0
@@ -81,7 +85,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("name", nargs="?", metavar="NAME", help="one of: " + ", ".join(EXPERIMENTS))
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
     p.add_argument("--budget", choices=["tiny", "small", "full"], default="small", help="default: small")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: reports/NAME)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="report folder (default: runs/experiments/NAME; reports/NAME is the committed one)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the report already in the folder")
     p.add_argument(
         "--seed", type=int, default=0, help="fixes subsets, initialisations, data order (default 0)"
     )

@@ -229,7 +229,7 @@ class DensityCache:
             self.misses += 1
             arr = np.ascontiguousarray(make(), dtype=np.float32)
             if path is not None:
-                from cnnzoo.data.store import atomic_write
+                from cnnzoo.atomic import atomic_write
 
                 def write(tmp: str) -> None:
                     with open(tmp, "wb") as f:

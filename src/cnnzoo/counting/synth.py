@@ -97,7 +97,7 @@ def write_annotation(path: str | os.PathLike, points: np.ndarray) -> Path:
     """Write 0-based head points as a ShanghaiTech GT_IMG_n.mat (1-based, nested struct), atomically."""
     import scipy.io
 
-    from cnnzoo.data.store import atomic_write
+    from cnnzoo.atomic import atomic_write
 
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) + 1.0
     record = np.empty((1, 1), dtype=[("location", "O"), ("number", "O")])
@@ -111,7 +111,7 @@ def write_annotation(path: str | os.PathLike, points: np.ndarray) -> Path:
 def _write_jpeg(path: Path, image: np.ndarray) -> None:
     from PIL import Image
 
-    from cnnzoo.data.store import atomic_write
+    from cnnzoo.atomic import atomic_write
 
     atomic_write(path, lambda tmp: Image.fromarray(image).save(tmp, format="JPEG", quality=92))
 
@@ -176,7 +176,7 @@ def write_synthetic(
         "layout": layout,
         "parts": list(parts),
     }
-    from cnnzoo.data.store import atomic_write_bytes
+    from cnnzoo.atomic import atomic_write_bytes
 
     atomic_write_bytes(root / SYNTHETIC_MARKER, (json.dumps(meta, indent=2) + "\n").encode())
     return written

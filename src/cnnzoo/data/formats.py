@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnzoo.atomic import atomic_write_bytes
 from cnnzoo.data.catalog import DataError, DatasetInfo
-from cnnzoo.data.store import atomic_write_bytes
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnzoo.atomic import atomic_write
 from cnnzoo.data.catalog import (
     IMAGEFOLDER,
     DataError,
@@ -31,7 +32,6 @@ from cnnzoo.data.catalog import (
     data_root,
 )
 from cnnzoo.data.store import (
-    atomic_write,
     read_manifest,
     read_split,
     sha256_file,

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnzoo.atomic import file_mode
 from cnnzoo.deploy.fold import FoldReport, optimize_for_inference
 
 __all__ = [
@@ -240,6 +241,7 @@ def export(
     optimize: bool = True,
     rtol: float = DEFAULT_RTOL,
     name: str | None = None,
+    overwrite: bool = True,
 ) -> ExportResult:
     """Export `model` to `path` in `format` after checking the exported outputs against eager.
 
@@ -253,6 +255,8 @@ def export(
         optimize: fold BatchNorm and drop training-only modules first (`optimize_for_inference`).
         rtol: largest accepted max |exported - eager| / max |eager|.
         name: how to call the model in messages (default: its `model_name`).
+        overwrite: replace an existing file at `path`; False refuses it (`FileExistsError`)
+            before any work is done.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
@@ -266,6 +270,8 @@ def export(
         raise ValueError(
             f"--out {str(path)!r} is a directory; give a file name such as model{FORMATS[format]}"
         )
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite to replace it")
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -329,6 +335,7 @@ def export(
             if staged_file.name.startswith("probe"):
                 continue
             final = path.parent / staged_file.name
+            os.chmod(staged_file, file_mode())  # an exporter's own temp files may be private (0600)
             os.replace(staged_file, final)
             files.append(final)
     finally:

@@ -15,13 +15,8 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cnnzoo.experiments.report import (
-    RESULT_FILE,
-    ExperimentResult,
-    format_cell,
-    read_result,
-    write_text_atomic,
-)
+from cnnzoo.atomic import atomic_write_text
+from cnnzoo.experiments.report import RESULT_FILE, ExperimentResult, format_cell, read_result
 from cnnzoo.experiments.runner import EXPERIMENTS
 
 __all__ = ["collect_results", "render_html", "write_html_report"]
@@ -79,7 +74,7 @@ def collect_results(reports: str | os.PathLike) -> list[tuple[Path, ExperimentRe
     root = Path(reports)
     if not root.is_dir():
         raise FileNotFoundError(
-            f"no reports folder {str(root)!r}; run `cnnzoo experiment NAME` first (it writes reports/NAME)"
+            f"no reports folder {str(root)!r}; run `cnnzoo experiment NAME` first (it writes runs/experiments/NAME)"
         )
     found = [p.parent for p in sorted(root.glob(f"*/{RESULT_FILE}"))]
     rank = {n: i for i, n in enumerate(EXPERIMENTS)}
@@ -230,4 +225,4 @@ def write_html_report(reports: str | os.PathLike = "reports", out: str | os.Path
     if out_path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"--out must name an .html file, got {str(out_path)!r}")
     results = collect_results(reports)
-    return write_text_atomic(out_path, render_html(results, out_path.parent))
+    return atomic_write_text(out_path, render_html(results, out_path.parent))

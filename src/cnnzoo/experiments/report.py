@@ -10,7 +10,6 @@ seeds, machine, wall time), so a report always says what budget, machine and tim
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ __all__ = [
     "read_result",
     "render_markdown",
     "write_result",
-    "write_text_atomic",
 ]
 
 RESULT_FILE = "result.json"
@@ -95,25 +93,6 @@ class ExperimentResult:
             data=dict(d.get("data", {})),
             meta=dict(d.get("meta", {})),
         )
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write `text` to a temp file in the same folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file private (0600); a report is for reading: the umask's usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_cell(value: Any) -> str:
@@ -201,11 +180,12 @@ def render_markdown(result: ExperimentResult) -> str:
 
 def write_result(result: ExperimentResult, out: str | os.PathLike) -> Path:
     """Write `out/report.md` and `out/result.json` (each atomically); returns the report's path."""
+    from cnnzoo.atomic import atomic_write_text
     from cnnzoo.train.checkpoint import write_json_atomic
 
     out = Path(out)
     write_json_atomic(out / RESULT_FILE, result.to_dict())
-    return write_text_atomic(out / REPORT_FILE, render_markdown(result))
+    return atomic_write_text(out / REPORT_FILE, render_markdown(result))
 
 
 def read_result(folder: str | os.PathLike) -> ExperimentResult:

@@ -24,13 +24,14 @@ from typing import Any
 
 import torch
 
-from cnnzoo.experiments.report import ExperimentResult, write_result
+from cnnzoo.experiments.report import REPORT_FILE, RESULT_FILE, ExperimentResult, write_result
 
 __all__ = [
     "BUDGETS",
     "EXPERIMENTS",
     "Context",
     "Experiment",
+    "default_out",
     "get_experiment",
     "list_experiments",
     "machine_info",
@@ -40,6 +41,14 @@ __all__ = [
 # In the order the lectures make the claims; `cnnzoo report` keeps it.
 EXPERIMENTS = ("degradation", "transfer", "activations", "equivariance", "efficiency", "nas")
 BUDGETS = ("tiny", "small", "full")
+
+
+def default_out(name: str) -> Path:
+    """Where a run's report goes unless told: runs/experiments/NAME, beside the training runs.
+
+    The committed reports under reports/ change only when `--out` names them.
+    """
+    return Path("runs") / "experiments" / name
 
 
 @dataclass(frozen=True)
@@ -158,8 +167,9 @@ def run_experiment(
     data_root: str | None = None,
     overrides: dict[str, Any] | None = None,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> ExperimentResult:
-    """Run experiment `name` at `budget` and write `out/report.md` (default out: reports/NAME).
+    """Run experiment `name` at `budget` and write `out/report.md` (default out: runs/experiments/NAME).
 
     Args:
         name: one of `EXPERIMENTS` (degradation, transfer, activations, equivariance,
@@ -173,12 +183,16 @@ def run_experiment(
         data_root: dataset cache root (default $CNNZOO_DATA or ~/.cache/cnnzoo).
         overrides: settings to change from the budget's, e.g. ``{"epochs": 2}``; listed in the report.
         log: receives progress lines (default: print to stderr).
+        overwrite: replace the report already in `out`; without it such a folder is refused
+            before anything runs.
     """
     exp = get_experiment(name)
     settings = resolve_settings(exp, budget, overrides)
-    out_path = Path(out) if out is not None else Path("reports") / name
+    out_path = Path(out) if out is not None else default_out(name)
     if out_path.exists() and not out_path.is_dir():
         raise ValueError(f"--out {str(out_path)!r} is a file; give a folder for the report")
+    if not overwrite and any((out_path / f).exists() for f in (REPORT_FILE, RESULT_FILE)):
+        raise ValueError(f"{str(out_path)!r} already holds a report; pass --overwrite to replace it")
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     say = log if log is not None else (lambda text: print(text, file=sys.stderr, flush=True))

@@ -10,23 +10,30 @@ Layout of a run directory:
 A checkpoint is written into a hidden temporary directory and renamed into place only when every
 file is complete; then `latest` is replaced atomically (temp file, `os.replace`). A crash at any
 point leaves `latest` naming the previous complete checkpoint.
+
+Each checkpoint records the id of the run that wrote it (`run_id` in state.json; see
+`cnnzoo.train.rundir`). Old checkpoints are pruned among the writing run's own only: the newest
+`KEEP` by epoch stay, and so does the one `latest` names, so a shorter rerun into a folder that
+holds an older run's checkpoints neither deletes them nor leaves `latest` naming a deleted one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cnnzoo.atomic import atomic_write_text, file_mode, make_temp_dir
 from cnnzoo.weights import CheckpointError, save_weights
 
 __all__ = [
+    "checkpoint_run_id",
     "latest_checkpoint",
     "load_checkpoint",
     "resolve_weights",
@@ -38,24 +45,16 @@ MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "optimizer.safetensors"
 STATE_JSON = "state.json"
 LATEST = "latest"
-KEEP = 2  # complete checkpoints kept on disk
+KEEP = 2  # complete checkpoints of a run kept on disk
+# epoch-0003, or epoch-0003.2 when epoch-0003 is another run's (or the one `latest` names).
+_NAME = re.compile(r"epoch-(\d+)(?:\.(\d+))?")
+_RUN_ID = re.compile(r"[A-Za-z0-9_-]+")
+_UNREADABLE = "?"  # the owner of a checkpoint whose state.json cannot be read: never one's own
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`obj` as indented JSON, atomically and synced to disk (a pointer must survive a power cut)."""
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n", fsync=True)
 
 
 def _split_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -98,6 +97,67 @@ def _set_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
 
 
+def checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The id of the run that wrote a checkpoint directory (None before run ids were recorded)."""
+    try:
+        state = json.loads((Path(path) / STATE_JSON).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} could not be read ({e})") from e
+    run_id = state.get("run_id") if isinstance(state, dict) else None
+    return run_id if isinstance(run_id, str) else None
+
+
+def _owner(path: Path) -> str | None:
+    try:
+        return checkpoint_run_id(path)
+    except CheckpointError:
+        return _UNREADABLE
+
+
+def _latest_name(ckpt_root: Path) -> str | None:
+    try:
+        return str(json.loads((ckpt_root / LATEST).read_text())["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _sort_key(name: str) -> tuple[int, int]:
+    m = _NAME.fullmatch(name)
+    return (int(m.group(1)), int(m.group(2) or 1)) if m else (-1, -1)
+
+
+def _free_name(ckpt_root: Path, epoch: int, run_id: str | None) -> str:
+    """epoch-NNNN, unless that holds a checkpoint this run must not replace: then epoch-NNNN.2, ..."""
+    base, n = f"epoch-{epoch:04d}", 1
+    latest = _latest_name(ckpt_root)
+    while True:
+        name = base if n == 1 else f"{base}.{n}"
+        path = ckpt_root / name
+        # This run's own, unnamed by `latest`: a rerun of the epoch after a crash replaces it.
+        if not path.exists() or (name != latest and path.is_dir() and _owner(path) == run_id):
+            return name
+        n += 1
+
+
+def _temp_tag(run_id: str | None) -> str:
+    return f"run-{run_id}." if run_id else ""
+
+
+def _prune(ckpt_root: Path, run_id: str | None, latest: str) -> None:
+    mine = [
+        p for p in ckpt_root.glob("epoch-*") if p.is_dir() and _NAME.fullmatch(p.name) and _owner(p) == run_id
+    ]
+    mine.sort(key=lambda p: _sort_key(p.name))
+    for old in mine[:-KEEP]:
+        if old.name != latest:
+            shutil.rmtree(old, ignore_errors=True)
+    # Leftovers of this run's crashed writes (a hidden directory that never got its rename).
+    for leftover in ckpt_root.glob(".epoch-*"):
+        tagged = re.search(r"\.run-([A-Za-z0-9_-]+)\.", leftover.name)
+        if leftover.is_dir() and (tagged.group(1) if tagged else None) == run_id:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     *,
@@ -105,22 +165,31 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     state: dict[str, Any],
     metadata: dict[str, Any],
+    run_id: str | None = None,
 ) -> Path:
-    """Write checkpoint `epoch-NNNN` for `state["epoch"]` atomically and point `latest` at it."""
+    """Write checkpoint `epoch-NNNN` for `state["epoch"]` atomically and point `latest` at it.
+
+    `run_id` (`RunDir.run_id`) marks the checkpoint as this run's; pruning then touches only
+    this run's checkpoints. Without one the checkpoint joins the unmarked ones (older cnnzoo).
+    """
     from safetensors.torch import save_file
 
+    if run_id is not None and not _RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id must be letters, digits, '-' or '_', not {run_id!r}")
     ckpt_root = Path(run_dir) / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
-    name = f"epoch-{int(state['epoch']):04d}"
+    name = _free_name(ckpt_root, int(state["epoch"]), run_id)
     final = ckpt_root / name
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    tmp = make_temp_dir(ckpt_root, prefix=f".{name}.{_temp_tag(run_id)}")
     try:
         save_weights(model, tmp / MODEL_FILE, metadata=metadata)
         tensors, plain = _split_optimizer_state(optimizer.state_dict())
         tensors.update(_rng_tensors())
         save_file(tensors, str(tmp / STATE_TENSORS), metadata={"format": "pt"})
-        write_json_atomic(tmp / STATE_JSON, {**state, "optimizer": plain})
-        if final.exists():  # a rerun of the same epoch after a crash past this point
+        os.chmod(tmp / STATE_TENSORS, file_mode())  # safetensors creates its files 0600
+        owner = {"run_id": run_id} if run_id is not None else {}
+        write_json_atomic(tmp / STATE_JSON, {**state, "optimizer": plain, **owner})
+        if final.exists():  # _free_name allows only this run's own, which `latest` does not name
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
@@ -128,12 +197,7 @@ def save_checkpoint(
         raise
     write_json_atomic(ckpt_root / LATEST, {"checkpoint": name})
     # Older checkpoints and leftovers of crashed writes go only after `latest` moved on.
-    complete = sorted(p for p in ckpt_root.glob("epoch-*") if p.is_dir())
-    for old in complete[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    for leftover in ckpt_root.glob(".epoch-*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+    _prune(ckpt_root, run_id, latest=name)
     return final
 
 

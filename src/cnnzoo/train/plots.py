@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from cnnzoo.atomic import atomic_write
 
 __all__ = ["have_matplotlib", "plot_confusion", "plot_curves", "pyplot", "save_png"]
 
@@ -33,19 +34,10 @@ def pyplot() -> Any:
 
 def save_png(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     """Write `fig` to `path` atomically (a temporary file beside it, then a rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         pyplot().close(fig)
-    return path
 
 
 _SPLITS = ("train", "val", "test")
