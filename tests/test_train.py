@@ -178,7 +178,9 @@ def test_run_writes_metrics_final_weights_and_curves(trained):
     assert {"test_top1_last", "test_loss", "test_top5"} <= set(final)
     assert final["epochs"] == 3 and final["model"] == "lenet5"
     saved = json.loads((trained / "config.json").read_text())
-    assert saved["val_split"]["val_size"] == 24 and saved["val_split"]["train_size"] == 232  # 6 of 64 per class
+    assert (
+        saved["val_split"]["val_size"] == 24 and saved["val_split"]["train_size"] == 232
+    )  # 6 of 64 per class
     assert (trained / "curves.png").stat().st_size > 1000
     assert latest_checkpoint(trained).name == "epoch-0003"
     assert sorted(p.name for p in (trained / "checkpoints").iterdir()) == [
@@ -226,6 +228,12 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path):
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    from cnnzoo.train.rundir import RunDirError
+
+    with pytest.raises(RunDirError, match="holds no run to continue"):
+        run(config(tmp_path, resume=True))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # a run that died before its first checkpoint
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         run(config(tmp_path, resume=True))
 

@@ -132,7 +132,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from cnnzoo.cli.main import warn_if_busy
     from cnnzoo.counting.train import COUNT_RECIPES, train_counter
     from cnnzoo.train import TrainingError
 
@@ -143,8 +142,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _count_config(args)
     if config.threads:
         torch.set_num_threads(config.threads)
-    if int(os.environ.get("RANK", "0")) == 0:
-        warn_if_busy(torch.get_num_threads(), "training will run far slower than it could")
     try:
         final = train_counter(config)
     except TrainingError as e:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, _parse_input, warn_if_busy
+from cnnzoo.cli.main import UsageError, _parse_input
 
 __all__ = ["add_parsers"]
 
@@ -109,6 +109,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"--paths: unknown {', '.join(unknown)}; choose from {', '.join(PATHS)}")
     src = _load(args.source, args.model)
     input_size = _input_size(args.input, src.input_size)
+    from cnnzoo.train.progress import warn_if_busy
+
     warn_if_busy(torch.get_num_threads(), "timings will be noisy and eager PyTorch's inflated")
     progress = (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True)) if args.verbose else None
     rows = bench(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -21,26 +20,6 @@ class UsageError(Exception):
 
 
 # -- output helpers ---------------------------------------------------------------------------
-def warn_if_busy(threads: int, consequence: str) -> None:
-    """Warn on stderr when the machine has fewer free cores than `threads`.
-
-    With fewer free cores than threads, PyTorch's OpenMP threads spin at every operator's barrier
-    while their partner waits for a core: eager steps slow down by up to hundreds of times.
-    """
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return
-    cores = os.cpu_count() or 1
-    if load + threads > cores + 0.5:
-        print(
-            f"cnnzoo: warning: the machine is busy (load {load:.1f} on {cores} cores) for {threads} "
-            f"threads; {consequence}. Use --threads N with N <= the free cores, or set OMP_WAIT_POLICY=PASSIVE",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
 def count_params(name: str) -> int:
     """Parameters of a registered model at its defaults, counted on the meta device (no memory)."""
     import torch

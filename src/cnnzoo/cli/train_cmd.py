@@ -118,7 +118,6 @@ def _config_from_args(args: argparse.Namespace) -> Any:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from cnnzoo.cli.main import warn_if_busy
     from cnnzoo.train import RECIPES, TrainingError, train
 
     if args.recipes:
@@ -130,8 +129,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = _config_from_args(args)
     if config.threads:
         torch.set_num_threads(config.threads)
-    if int(os.environ.get("RANK", "0")) == 0:
-        warn_if_busy(torch.get_num_threads(), "training will run far slower than it could")
     try:
         final = train(config)
     except TrainingError as e:

@@ -608,11 +608,9 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
     """Train `config` on the engine: the epoch with the lowest validation MAE is selected, and test
     MAE/RMSE are measured once on its weights, beside the predict-the-training-mean baseline."""
     from cnnzoo.train import distributed
-    from cnnzoo.train.trainer import Trainer, default_out
+    from cnnzoo.train.trainer import Trainer
 
     config.validate()
-    if not config.out:
-        config.out = str(default_out(_train_config(config)))  # runs/MODEL-shanghaitech-B
     if config.resume:
         _check_resume(config)
     data = dict(root=config.root, part=config.part, val_fraction=config.val_fraction)
@@ -664,7 +662,7 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
         task=task,
         data=(batches, val_ds, test_ds, {"name": f"shanghaitech-{config.part}"}),
         log=say,
-        run_config={**config.to_dict(), "out": config.out},
+        run_config=config.to_dict(),
         metadata=meta,
     )
     try:

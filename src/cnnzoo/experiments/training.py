@@ -231,8 +231,8 @@ def validation_subset(
 ) -> torch.Tensor:
     """`n` stratified training-set indices outside `train_idx` (a run's validation images).
 
-    With no `train_idx` (the whole training set trains) there is no outside: the caller holds
-    out `split_validation`'s images instead.
+    When the subset is the whole training set there is no outside: `train_run` then holds out
+    `split_validation`'s tenth of it instead.
     """
     pool = torch.ones(labels.shape[0], dtype=torch.bool)
     if train_idx is not None:
@@ -290,7 +290,10 @@ def train_run(
     if val_size is None:
         val_size = min(2000, max(100, round(0.1 * n_train)))
     if train_idx is None:
-        train_idx, val_idx = split_validation(y_all, 0.1)
+        train_idx = torch.arange(y_all.shape[0])
+    if train_idx.shape[0] >= y_all.shape[0]:  # nothing outside the subset: hold a tenth of it out
+        keep, held = split_validation(y_all[train_idx], 0.1)
+        train_idx, val_idx = train_idx[keep], train_idx[held]
     else:
         val_idx = validation_subset(y_all, train_idx, val_size, seed + 2)
     x, y = x_all[train_idx], y_all[train_idx]

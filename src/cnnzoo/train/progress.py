@@ -1,12 +1,14 @@
-"""A one-line progress bar on stderr (no dependency): shown on a terminal or when asked for."""
+"""Console output of long work: a one-line progress bar on stderr (no dependency), shown on a
+terminal or when asked for, and the warning that the machine is too busy for the threads asked."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
 
-__all__ = ["ProgressBar"]
+__all__ = ["ProgressBar", "warn_if_busy"]
 
 
 class ProgressBar:
@@ -47,3 +49,23 @@ class ProgressBar:
             self._draw(time.perf_counter())
             self.stream.write("\n")
             self.stream.flush()
+
+
+def warn_if_busy(threads: int, consequence: str) -> None:
+    """Warn on stderr when the machine has fewer free cores than `threads`.
+
+    With fewer free cores than threads, PyTorch's OpenMP threads spin at every operator's barrier
+    while their partner waits for a core: eager steps slow down by up to hundreds of times.
+    """
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return
+    cores = os.cpu_count() or 1
+    if load + threads > cores + 0.5:
+        print(
+            f"cnnzoo: warning: the machine is busy (load {load:.1f} on {cores} cores) for {threads} "
+            f"threads; {consequence}. Use --threads N with N <= the free cores, or set OMP_WAIT_POLICY=PASSIVE",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -45,7 +45,7 @@ from cnnzoo.train import distributed
 from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.optim import LRSchedule, build_optimizer, head_parameter_names
-from cnnzoo.train.progress import ProgressBar
+from cnnzoo.train.progress import ProgressBar, warn_if_busy
 from cnnzoo.train.tasks import ClassificationTask, Task
 
 __all__ = ["NonFiniteLossError", "ResumeError", "Trainer", "TrainingError", "train"]
@@ -172,6 +172,20 @@ class Trainer:
             torch.set_num_threads(config.threads)
 
         self._open_out()
+        try:
+            self._setup(model, data, run_config, metadata)
+        except BaseException:
+            self.close()  # a failed start leaves no lock, and no folder it created
+            raise
+
+    def _setup(
+        self,
+        model: nn.Module | None,
+        data: Callable[..., Loaders] | Loaders | None,
+        run_config: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+    ) -> None:
+        config = self.config
         self.ckpt = latest_checkpoint(self.out) if config.resume else None
         if config.resume and self.ckpt is None:
             raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to continue from")
@@ -200,19 +214,30 @@ class Trainer:
 
     # -- the run folder -------------------------------------------------------------------------
     def _open_out(self) -> None:
+        """Open (rank 0) and lock the run folder; every rank learns its path.
+
+        A folder that holds another run needs `resume` or `overwrite`; a second live process on
+        the same folder is refused at once; the default folder is numbered with an atomic create.
+        """
+        from cnnzoo.train.rundir import open_run_dir
+
         c = self.config
-        if c.out:
-            out = Path(c.out)
-        else:
-            base = default_out(c)
-            out, n = base, 1
-            while (out / "config.json").exists():
-                n += 1
-                out = base.with_name(f"{base.name}-{n}")
-        if self.dist.enabled:  # every rank picks the name before rank 0 creates it
-            torch.distributed.barrier()
-        self.out = out  # created by the first file written, so a failed start leaves nothing behind
-        c.out = str(out)
+        self.run = None
+        path = [None]
+        if self.dist.is_main:
+            self.run = open_run_dir(
+                c.out or None, default=default_out(c), resume=c.resume, overwrite=c.overwrite
+            )
+            path = [str(self.run.path)]
+        if self.dist.enabled:
+            torch.distributed.broadcast_object_list(path, src=0)
+        self.out = Path(path[0])
+        c.out = str(self.out)
+
+    def close(self) -> None:
+        """Release the run folder's lock (fit() does this when it ends)."""
+        if self.run is not None:
+            self.run.close()
 
     # -- resume ---------------------------------------------------------------------------------
     def _resume_changes(self, state: dict[str, Any]) -> dict[str, list[Any]]:
@@ -578,6 +603,8 @@ class Trainer:
         try:
             if self.dist.is_main:
                 self._write_start()
+                # After the start's messages, so that a bad setting's error comes first and alone.
+                warn_if_busy(torch.get_num_threads(), "training will run far slower than it could")
             writer = self._tensorboard()
             for epoch in range(self.start_epoch, c.epochs):
                 t0 = time.perf_counter()
@@ -616,6 +643,7 @@ class Trainer:
                 torch.distributed.barrier()
             return final
         finally:
+            self.close()
             distributed.cleanup(self.dist)
 
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
@@ -634,6 +662,7 @@ class Trainer:
     # -- files ----------------------------------------------------------------------------------
     def _config_record(self) -> dict[str, Any]:
         record = dict(self._run_config) if self._run_config is not None else self.config.to_dict()
+        record["out"] = str(self.out)
         record.update(self.run_metadata())
         split = info_get(self.info, "val_split")
         if split:
@@ -657,11 +686,10 @@ class Trainer:
                 self.log(f"(no model summary: {type(e).__name__}: {e})")
 
     def _write_metrics(self) -> None:
-        from cnnzoo.data.store import atomic_write_bytes
+        from cnnzoo.atomic import atomic_write_text
 
         # Rewritten whole (atomically) so that a resumed run never duplicates or loses a row.
-        text = "".join(json.dumps(r) + "\n" for r in self.history)
-        atomic_write_bytes(self.out / "metrics.jsonl", text.encode())
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
 
     def _save_weights(self, name: str, *, selected: bool = False) -> Path:
         from cnnzoo.weights import save_weights
@@ -687,6 +715,7 @@ class Trainer:
             optimizer=self.optimizer,
             state=state,
             metadata=self.run_metadata(),
+            run_id=self.run.run_id if self.run is not None else None,
         )
 
     def _tensorboard(self) -> Any:
