@@ -225,12 +225,13 @@ class CrowdCounter(nn.Module):
 def create_counter(
     name: str,
     *,
-    pretrained: str | os.PathLike | None = None,
+    pretrained: str | os.PathLike | bool | None = None,
     density_scale: float = 100.0,
     **overrides: Any,
 ) -> CrowdCounter:
     """Build a named counter; `pretrained` is a weights file of its trunk (torchvision `.pth` or
-    cnnzoo `.safetensors`); `overrides` replace fields of its CounterSpec (e.g. ``cut="layer2"``)."""
+    cnnzoo `.safetensors`), or "imagenet"/True for torchvision's published weights of the trunk
+    (as `create_model`); `overrides` replace fields of its CounterSpec (e.g. ``cut="layer2"``)."""
     if name not in COUNTER_SPECS:
         raise ValueError(f"unknown counter {name!r}; choose one of {', '.join(list_counters())}")
     spec = COUNTER_SPECS[name]

@@ -580,14 +580,6 @@ def _train_config(config: CountConfig) -> Any:
     )
 
 
-def _resolve_pretrained(config: CountConfig) -> str | None:
-    if config.pretrained != "imagenet":
-        return config.pretrained
-    from cnnzoo.train.pretrained import imagenet_weights
-
-    return str(imagenet_weights(COUNTER_SPECS[config.model].trunk))
-
-
 def _check_resume(config: CountConfig) -> None:
     from cnnzoo.train.trainer import ResumeError
 
@@ -623,7 +615,7 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
     torch.manual_seed(config.seed)
     model = create_counter(
         config.model,
-        pretrained=None if config.resume else _resolve_pretrained(config),
+        pretrained=None if config.resume else config.pretrained,  # "imagenet": the trunk's torchvision file
         density_scale=config.density_scale,
     )
     dist = distributed.DistInfo()

@@ -195,6 +195,7 @@ class Trainer:
             self.state = json.loads((self.ckpt / "state.json").read_text())
             self.changes = self._resume_changes(self.state)
 
+        self._user_model = model is not None
         self._build_data(data)
         if model is None:
             self._build_model()
@@ -382,8 +383,8 @@ class Trainer:
 
         c = self.config
         size = info_get(info, "image_size")
-        if c.resize_to is not None or size is None:
-            return c.resize_to
+        if c.resize_to is not None or size is None or self._user_model:
+            return c.resize_to  # a user's module takes the data as it is, or as --resize says
         side = min(size)
         native = model_info(c.model).input_size[1]
         if c.pretrained == "imagenet" and side < native:
@@ -437,11 +438,8 @@ class Trainer:
 
         c = self.config
         self.model_kwargs = self._model_kwargs()
-        pretrained = None if self.ckpt is not None else c.pretrained  # a resume has its own weights
-        if pretrained == "imagenet":
-            from cnnzoo.train.pretrained import imagenet_weights
-
-            pretrained = str(imagenet_weights(c.model))
+        # A resume has its own weights; "imagenet" is resolved by create_model (torchvision's file).
+        pretrained = None if self.ckpt is not None else c.pretrained
         torch.manual_seed(c.seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
