@@ -43,6 +43,7 @@ __all__ = [
     "COUNT_RECIPES",
     "CountConfig",
     "CountingBatches",
+    "counting_trainer",
     "evaluate_counter",
     "predict_counts",
     "resolve_count_config",
@@ -596,9 +597,8 @@ def _check_resume(config: CountConfig) -> None:
             )
 
 
-def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train `config` on the engine: the epoch with the lowest validation MAE is selected, and test
-    MAE/RMSE are measured once on its weights, beside the predict-the-training-mean baseline."""
+def counting_trainer(config: CountConfig, *, log: Callable[[str], None] | None = None) -> Any:
+    """The engine set up for a counting run: data, counter, task and run folder (call `.fit()`)."""
     from cnnzoo.train import distributed
     from cnnzoo.train.trainer import Trainer
 
@@ -657,10 +657,20 @@ def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = No
         run_config=config.to_dict(),
         metadata=meta,
     )
+    trainer.counting_dist = dist  # joined here (the batches shard by rank): left by train_counter
+    return trainer
+
+
+def train_counter(config: CountConfig, *, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train `config` on the engine: the epoch with the lowest validation MAE is selected, and test
+    MAE/RMSE are measured once on its weights, beside the predict-the-training-mean baseline."""
+    from cnnzoo.train import distributed
+
+    trainer = counting_trainer(config, log=log)
     try:
         return trainer.fit()
     finally:
-        distributed.cleanup(dist)
+        distributed.cleanup(trainer.counting_dist)
 
 
 def _print(text: str) -> None:
