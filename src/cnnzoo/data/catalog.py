@@ -80,6 +80,7 @@ class DatasetInfo:
     torchvision: str | None = None  # torchvision's dataset class reading the raw files
     val_size: int = 0  # images held out of train for validation by the loaders (0: none)
     val_split: dict[str, Any] | None = None  # how they were chosen (cnnzoo.data.loader.split_record)
+    own_val: bool = False  # the dataset has its own validation split (an image folder's val/)
     npm: NpmSource | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

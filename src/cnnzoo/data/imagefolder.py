@@ -3,6 +3,8 @@
 Two layouts, as torchvision's ImageFolder expects them:
 
 - ``PATH/train/<class>/*.png|jpg|...`` and ``PATH/test/<class>/...``: the split is the folders';
+  a ``PATH/val/<class>/...`` beside them is the validation set (used instead of holding images
+  out of train);
 - ``PATH/<class>/...``: split per class, deterministically: files ranked by
   ``sha256("cnnzoo-split-v1:<class>:<file name>")``, the first ``round(0.2 * n)`` are the test set
   (independent of listing order and library versions; adding a file moves at most one other).
@@ -61,9 +63,14 @@ def _scan(path: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]], str
                 if (path / split / c).is_dir()
                 for f in _images(path / split / c)
             ]
-            for split in ("train", "test")
+            for split in ("train", "val", "test")
+            if (path / split).is_dir()
         }
-        layout = "train/ and test/ folders"
+        if "val" in files:
+            extra = sorted({d.name for d in _class_dirs(path / "val")} - set(classes))
+            if extra:
+                raise DataError(f"{path}/val has classes missing from {path}/train: {', '.join(extra)}")
+        layout = "train/, val/ and test/ folders" if "val" in files else "train/ and test/ folders"
     else:
         classes = [d.name for d in _class_dirs(path)]
         files = {"train": [], "test": []}
@@ -116,7 +123,7 @@ def _load(path: str, fingerprint: tuple) -> _Folder:
 
     classes, files, layout = _scan(Path(path))
     modes = set()
-    for f, _ in files["train"] + files["test"]:
+    for f, _ in [item for split in files.values() for item in split]:
         try:
             with Image.open(f) as im:  # reads the header only
                 modes.add(im.mode)
@@ -125,7 +132,7 @@ def _load(path: str, fingerprint: tuple) -> _Folder:
         except OSError as e:
             raise DataError(f"{f} is not a readable image ({e})") from e
     mode = "L" if modes <= set(_GREY_MODES) else "RGB"
-    arrays = {split: _decode(files[split], mode, size) for split in ("train", "test")}
+    arrays = {split: _decode(files[split], mode, size) for split in files}
     mean, std = _channel_stats(arrays["train"][0])
     info = DatasetInfo(
         name=f"imagefolder:{path}",
@@ -137,6 +144,8 @@ def _load(path: str, fingerprint: tuple) -> _Folder:
         std=tuple(std),
         train_size=len(files["train"]),
         test_size=len(files["test"]),
+        val_size=len(files.get("val", [])),
+        own_val="val" in files,
         source=f"image folder {path} ({layout})",
         stats_note="computed on this folder's train images",
         fetched=True,
@@ -158,5 +167,8 @@ def imagefolder_info(path: str | Path) -> DatasetInfo:
 
 
 def load_imagefolder(path: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = _folder(path).arrays[split]
+    arrays = _folder(path).arrays
+    if split not in arrays:
+        raise DataError(f"{path} has no {split}/ folder")
+    images, labels = arrays[split]
     return images.clone(), labels.clone()

@@ -271,7 +271,8 @@ def make_loaders(
     """Train, validation and test loaders for a dataset name or ``imagefolder:PATH``, and its info.
 
     `val_fraction` of the training split is held out for validation (`split_validation`:
-    stratified, deterministic); 0 gives no validation loader. The train loader shuffles, augments
+    stratified, deterministic); 0 gives no validation loader. A dataset with its own validation
+    split (an image folder's val/) uses it instead. The train loader shuffles, augments
     and pads its shards to equal size (DDP needs the same step count on every rank). The
     validation and test loaders keep the stored order, never augment and do not pad, so the
     ranks' slices cover each set exactly once: sum correct counts and sample counts over ranks
@@ -285,17 +286,22 @@ def make_loaders(
 
     train = load_arrays(name_or_spec, "train", root, download=download)
     test = load_arrays(name_or_spec, "test", root, download=download)
-    train_idx, val_idx = split_validation(train[1], val_fraction)
-    val = (train[0][val_idx], train[1][val_idx]) if val_idx.numel() else None
-    if val is not None:
-        train = (train[0][train_idx], train[1][train_idx])
     info = dataset_info(name_or_spec, root=root)
+    if info.own_val and val_fraction > 0:  # an image folder's val/: the dataset's own split
+        val = load_arrays(name_or_spec, "val", root)
+        record = {"source": "the dataset's own val/ folder", "val_size": int(val[0].shape[0])}
+    else:
+        train_idx, val_idx = split_validation(train[1], val_fraction)
+        val = (train[0][val_idx], train[1][val_idx]) if val_idx.numel() else None
+        record = split_record(train_idx, val_idx, val_fraction) if val is not None else None
+        if val is not None:
+            train = (train[0][train_idx], train[1][train_idx])
     info = replace(
         info,
         train_size=int(train[0].shape[0]),
         test_size=int(test[0].shape[0]),
         val_size=0 if val is None else int(val[0].shape[0]),
-        val_split=split_record(train_idx, val_idx, val_fraction) if val is not None else None,
+        val_split=record,
     )
     common = dict(
         mean=info.mean,

@@ -352,12 +352,14 @@ def load_arrays(
     files found without a cache are processed first (no network). A dataset not fetched raises
     DatasetNotFoundError naming ``cnnzoo data fetch NAME``, unless `download` fetches it.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', not {split!r}")
+    if split not in (*SPLITS, "val"):
+        raise ValueError(f"split must be 'train', 'val' (image folders with val/) or 'test', not {split!r}")
     if name.startswith(IMAGEFOLDER):
         from cnnzoo.data.imagefolder import load_imagefolder
 
         return load_imagefolder(name[len(IMAGEFOLDER) :], split)
+    if split == "val":
+        raise ValueError(f"{name} has no validation split of its own; make_loaders holds one out of train")
     info = catalog_entry(name)
     folder = data_root(root) / name
     manifest = read_manifest(folder)
