@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError
+from cnnzoo.cli.main import UsageError, add_threads_flag
 
 __all__ = ["add_parser"]
 
@@ -362,6 +362,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
@@ -374,4 +375,5 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", metavar="DIR_or_PNG", help="folder for the pictures, or one .png ('' for none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_predict)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, _parse_input
+from cnnzoo.cli.main import UsageError, _parse_input, add_threads_flag
 
 __all__ = ["add_parsers"]
 
@@ -165,6 +165,7 @@ def add_parsers(sub: Any) -> None:
         "--rtol", type=float, default=1e-4, help="accepted error relative to the output's scale (1e-4)"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(

@@ -20,6 +20,24 @@ class UsageError(Exception):
 
 
 # -- output helpers ---------------------------------------------------------------------------
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """`--threads N`, one spelling on every verb that computes (main() applies it)."""
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="torch threads (default: torch's, one per core)"
+    )
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def count_params(name: str) -> int:
     """Parameters of a registered model at its defaults, counted on the meta device (no memory)."""
     import torch
@@ -219,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cnnzoo.weights import CheckpointError
 
     try:
+        _apply_threads(args)
         return func(args)
     except (UsageError, UnknownModelError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"cnnzoo: error: {e}", file=sys.stderr)

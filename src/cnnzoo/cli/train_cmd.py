@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.formats import render_rows as _render
-from cnnzoo.cli.main import UsageError
+from cnnzoo.cli.main import UsageError, add_threads_flag
 
 __all__ = ["add_parsers"]
 
@@ -366,6 +366,7 @@ def add_parsers(subparsers: Any) -> None:
         help="confusion matrix image (default beside the checkpoint; '' for none)",
     )
     p.add_argument("--format", choices=["table", "json"], default="table")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_eval)
 
     p = subparsers.add_parser(
@@ -379,4 +380,5 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--model", help="architecture, for files that do not name it")
     p.add_argument("--device", default="cpu")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    add_threads_flag(p)
     p.set_defaults(func=cmd_predict)
