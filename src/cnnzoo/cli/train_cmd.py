@@ -82,7 +82,6 @@ _OVERRIDES = (
 
 def _config_from_args(args: argparse.Namespace) -> Any:
     from cnnzoo.train import TrainConfig, resolve_config
-    from cnnzoo.train.recipes import default_recipe
 
     overrides = {k: getattr(args, k) for k in _OVERRIDES}
     if args.model_arg:
@@ -111,7 +110,11 @@ def _config_from_args(args: argparse.Namespace) -> Any:
         raise UsageError("which model? `cnnzoo train MODEL --data NAME` (see `cnnzoo list`)")
     if not args.data:
         raise UsageError("which dataset? pass --data NAME, e.g. --data fashion-mnist")
-    recipe = args.recipe or default_recipe(args.model)
+    recipe = args.recipe
+    if recipe is None:
+        from cnnzoo.train.recipes import default_recipe  # imported only when needed
+
+        recipe = default_recipe(args.model)
     return resolve_config(recipe, model=args.model, **overrides)
 
 
