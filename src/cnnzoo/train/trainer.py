@@ -113,8 +113,8 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
 
 def default_out(config: TrainConfig) -> Path:
     """runs/MODEL-DATA: the base name of a run's default folder (numbered when taken)."""
-    data = config.data.replace("imagefolder:", "").rstrip("/").replace("/", "_").replace(":", "_")
-    return Path("runs") / f"{config.model or 'model'}-{Path(data).name or 'data'}"
+    data = Path(config.data.removeprefix("imagefolder:").rstrip("/")).name.replace(":", "_")
+    return Path("runs") / f"{config.model or 'model'}-{data or 'data'}"
 
 
 def _to(obj: Any, device: torch.device) -> Any:
@@ -661,6 +661,8 @@ class Trainer:
     def _config_record(self) -> dict[str, Any]:
         record = dict(self._run_config) if self._run_config is not None else self.config.to_dict()
         record["out"] = str(self.out)
+        for action in ("resume", "overwrite"):  # how this command opened the folder, not a setting
+            record.pop(action, None)
         record.update(self.run_metadata())
         split = info_get(self.info, "val_split")
         if split:
