@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, add_threads_flag
+from cnnzoo.cli.main import UsageError, add_threads_flag, show_defaults
 
 __all__ = ["add_parser"]
 
@@ -257,7 +257,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Register `count` and its sub-verbs synth, train, eval and predict."""
     from cnnzoo.counting.models import list_counters
-    from cnnzoo.counting.train import COUNT_RECIPES
+    from cnnzoo.counting.train import COUNT_RECIPES, CountConfig
 
     top = subparsers.add_parser(
         "count",
@@ -307,6 +307,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--schedule", choices=["cosine", "step", "plateau", "onecycle", "constant"])
     g.add_argument("--warmup", type=float, metavar="EPOCHS")
     g.add_argument("--backbone-lr-mult", type=float, metavar="M", help="trunk lr = lr x M")
+    show_defaults(g, CountConfig(), "the recipe's, else ")
     g = p.add_argument_group("data")
     g.add_argument(
         "--crop", type=_size, metavar="HxW", help="random crop, multiples of 8 (or none: whole images)"
@@ -320,6 +321,7 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument("--density-scale", type=float, help="density multiplier of the targets (default 100)")
     g.add_argument("--val-fraction", type=float, help="share of train held out for model selection (0.1)")
     g.add_argument("--cache-dir", help="keep the pooled density maps here")
+    show_defaults(g, CountConfig(), "the recipe's, else ")
     g = p.add_argument_group("run")
     g.add_argument(
         "--pretrained", metavar="PATH|imagenet", help="trunk weights: a file or torchvision's ImageNet"

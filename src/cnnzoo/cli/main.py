@@ -11,6 +11,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -25,6 +26,23 @@ def add_threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, metavar="N", help="torch threads (default: torch's, one per core)"
     )
+
+
+def show_defaults(group: Any, defaults: Any, prefix: str = "") -> None:
+    """Append "(default: PREFIX value)" to the help of a group's flags that do not say one.
+
+    The flags default to None so that a recipe's value shows through; the help still says what
+    a run gets when neither the flag nor the recipe sets it (the dataclass's default).
+    """
+    for action in group._group_actions:
+        if "default" in (action.help or "") or not hasattr(defaults, action.dest):
+            continue
+        value = getattr(defaults, action.dest)
+        if isinstance(value, tuple | list):
+            value = ",".join(map(str, value)) if value else "none"
+        elif value is None:
+            value = "none"
+        action.help = f"{action.help + ' ' if action.help else ''}(default: {prefix}{value})"
 
 
 def _apply_threads(args: argparse.Namespace) -> None:

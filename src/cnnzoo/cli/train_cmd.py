@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.formats import render_rows as _render
-from cnnzoo.cli.main import UsageError, add_threads_flag
+from cnnzoo.cli.main import UsageError, add_threads_flag, show_defaults
 
 __all__ = ["add_parsers"]
 
@@ -265,6 +265,7 @@ def add_parsers(subparsers: Any) -> None:
     g.add_argument("--warmup", type=float, metavar="EPOCHS", help="linear warm-up epochs")
     g.add_argument("--label-smoothing", type=float)
     g.add_argument("--augment", choices=["crop-flip", "flip", "none"])
+    show_defaults(g, d, "the recipe's, else ")
     g = p.add_argument_group("speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
