@@ -125,8 +125,12 @@ def test_cli_flags_override_recipe():
     assert (cfg.lr, cfg.batch_size, cfg.augment, cfg.nesterov) == (0.05, 64, None, False)
     assert (cfg.momentum, cfg.weight_decay, cfg.schedule) == (0.9, 1e-4, "step")  # from the recipe
     assert cfg.model_kwargs == {"drop_path_rate": 0.1}
-    plain = _config_from_args(parse("train", "resnet20", "--data", "cifar10"))
-    assert plain.lr == TrainConfig().lr and plain.recipe is None
+    # Without --recipe the family's default recipe fills in what the flags leave.
+    plain = _config_from_args(parse("train", "resnet20", "--data", "cifar10", "--lr", "0.02"))
+    assert plain.recipe == "cifar-sgd" and plain.lr == 0.02
+    assert plain.nesterov == RECIPES["cifar-sgd"].values["nesterov"]
+    lenet = _config_from_args(parse("train", "lenet5", "--data", "fashion-mnist", "--epochs", "5"))
+    assert lenet.recipe == "lenet-fast" and lenet.optimizer == "adamw" and lenet.epochs == 5
 
 
 def test_lr_schedules():
@@ -427,7 +431,7 @@ def test_train_cli_and_resume_from_the_command_line(fake_data, capsys, tmp_path)
     assert "lenet5 at 1x12x12" in out  # the model's summary comes first
     assert json.loads(out[out.index("{\n") :])["epochs"] == 1
     code, out, _ = cli(capsys, "train", "--resume", str(out_dir), "--epochs", "2", "--no-summary")
-    assert code == 0 and "resumed from" in out and "after 2 epochs" in out
+    assert code == 0 and "resumed from" in out and "of 2 on validation" in out
     assert [r["epoch"] for r in read_metrics(out_dir)] == [1, 2]
 
 
@@ -445,6 +449,8 @@ def test_train_cli_errors_are_usage_errors(fake_data, capsys, tmp_path):
             "lenet5",
             "--data",
             "fake",
+            "--optimizer",
+            "sgd",
             "--lr",
             "1e4",
             "--schedule",

@@ -41,7 +41,8 @@ def _draw(kind: int, rng: np.random.Generator) -> np.ndarray:
 def folder(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     rng = np.random.default_rng(0)
-    for split, n in (("train", 32), ("test", 12)):
+    # 40 a class: 4 are held out for validation, and the 108 left split evenly over two ranks.
+    for split, n in (("train", 40), ("test", 12)):
         for c, cls in enumerate(CLASSES):
             (root / split / cls).mkdir(parents=True)
             for i in range(n):
@@ -88,7 +89,7 @@ def test_torchrun_two_gloo_processes_match_one_process(folder, tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=2e-5, rtol=1e-4, msg=k)
     ra = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
     rb = [json.loads(x) for x in (ddp / "metrics.jsonl").read_text().splitlines()]
-    assert [r["test_top1"] for r in rb] == [r["test_top1"] for r in ra]
+    assert [r["val_top1"] for r in rb] == [r["val_top1"] for r in ra]
     assert rb[-1]["train_loss"] == pytest.approx(ra[-1]["train_loss"], rel=1e-4)
     # Rank 0 alone reports and writes: one final line, one metrics row per epoch.
     assert proc.stdout.count("test top-1") == 1, proc.stdout
@@ -107,7 +108,7 @@ def test_tensorboard_logs_every_epoch_scalar(folder, tmp_path):
     acc = event_accumulator.EventAccumulator(str(out / "tb"))
     acc.Reload()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    for key in ("train_loss", "test_top1", "lr"):
+    for key in ("train_loss", "val_top1", "lr"):
         events = acc.Scalars(key)
         assert [e.step for e in events] == [1, 2], key
         assert [e.value for e in events] == pytest.approx([r[key] for r in rows], rel=1e-6), key
