@@ -106,7 +106,7 @@ _VGG = Recipe(
 # AdamW, no weight decay (0.05 cost 0.3 points, 0.2 cost 2.5: the net underfits in runs this
 # short). Tuned in this project on 2 CPU cores, as `cnnzoo train` runs it: trained on a stratified
 # 90% of the 60,000 training images, the epoch chosen on the other 10%, test top-1 of that epoch
-# (seeds 0 / 1 / 2; one pass 6-11 s on one thread):
+# (runs with --seed 0 / 1 / 2; one pass 6-11 s on one thread):
 #   batch 64, peak 0.01 (the earlier setting):  5 epochs 89.0%
 #   batch 32, peak 0.01 (this recipe):          5 epochs 89.8 / 89.3 / 89.1%; 8 epochs 90.3 / 89.9%;
 #                                               15 epochs 91.5 / 90.4%
