@@ -100,26 +100,35 @@ _VGG = Recipe(
     "lr /10 when the validation accuracy stops improving; dropout 0.5 (builder default)",
 )
 
-# Fast Fashion-MNIST LeNet-5, the 1998 architecture unchanged (sigmoid, average pooling). Tuned
-# in this project on 2 CPU cores (test top-1 after the last epoch, seed 0): SGD stalls on the
-# sigmoids' plateau (one-cycle SGD, batch 128: 83-88% after 5 epochs at lr 0.2-1.0), AdamW does
-# not. One-cycle AdamW (Smith & Topin 2017, arXiv:1708.07120) at batch 128, peak 0.02: 89.4% after
-# 4 epochs, 90.0% after 7, 90.2% after 8. At batch 64, peak 0.01 (twice the updates; an epoch
-# costs ~10% more here): 89.6% after 5, 90.0% after 6, 90.5% after 7, the margin the demo needs.
+# Fast Fashion-MNIST LeNet-5, the 1998 architecture unchanged (sigmoid, average pooling), and the
+# lenet family's default. SGD stalls on the sigmoids' plateau (one-cycle SGD, batch 128: 83-88%
+# after 5 epochs at lr 0.2-1.0), AdamW does not: one-cycle (Smith & Topin 2017, arXiv:1708.07120)
+# AdamW, no weight decay (0.05 cost 0.3 points, 0.2 cost 2.5: the net underfits in runs this
+# short). Tuned in this project on 2 CPU cores, as `cnnzoo train` runs it: trained on a stratified
+# 90% of the 60,000 training images, the epoch chosen on the other 10%, test top-1 of that epoch
+# (runs with --seed 0 / 1 / 2; one pass 6-11 s on one thread):
+#   batch 64, peak 0.01 (the earlier setting):  5 epochs 89.0%
+#   batch 32, peak 0.01 (this recipe):          5 epochs 89.8 / 89.3 / 89.1%; 8 epochs 90.3 / 89.9%;
+#                                               15 epochs 91.5 / 90.4%
+#   batch 16, peak 0.01, pct_start 0.3, label smoothing 0.1: 5 epochs 90.1 / 89.2 / 89.6%
+# Peaks of 0.02-0.03, batch 8-64, pct_start 0.1-0.3, cosine instead of one-cycle, label smoothing,
+# 32 px inputs and Adam's betas (0.8, 0.99) all stayed within 88.1-90.2% after 5 epochs: five give
+# ~89.5 +- 0.5%, not 90%, under every setting tried. Fifteen give 90.4-91.5%.
 _LENET_FAST = Recipe(
     "lenet-fast",
-    "Smith & Topin 2017, arXiv:1708.07120 (one-cycle); Loshchilov & Hutter 2017, arXiv:1711.05101 (AdamW)",
+    "Smith & Topin 2017, arXiv:1708.07120 (one-cycle); Loshchilov & Hutter 2017, arXiv:1711.05101 "
+    "(AdamW); tuned in this project on Fashion-MNIST (15 epochs: 91.5% / 90.4% test top-1)",
     dict(
         optimizer="adamw",
         lr=0.01,
         weight_decay=0.0,
-        batch_size=64,
+        batch_size=32,
         schedule="onecycle",
         pct_start=0.2,
-        epochs=7,
+        epochs=15,
         augment=None,
     ),
-    "LeNet-5 to >= 90% Fashion-MNIST test top-1 in seven epochs",
+    "LeNet-5 to >= 90% Fashion-MNIST test top-1 in fifteen epochs (~89.5% in five)",
 )
 
 # -- defaults: short runs from scratch on Fashion-MNIST or CIFAR -----------------------------------
@@ -130,6 +139,8 @@ _LENET_FAST = Recipe(
 # place of the step schedule, so that a run of any length ends annealed. One epoch of linear
 # warm-up: He et al. 2015 (sec. 4.2) start ResNet-110 at lr 0.01 because 0.1 is "slightly too
 # large to start converging"; Goyal et al. 2017 (arXiv:1706.02677) make the warm-up linear.
+# Measured in this project (2 CPU cores): ResNet-20 on Fashion-MNIST, 3 epochs on 90% of the
+# training images, the epoch chosen on the other 10%: 91.3% test top-1.
 _CIFAR_SGD = Recipe(
     "cifar-sgd",
     "Zagoruyko & Komodakis 2016, arXiv:1605.07146, sec. 4; Loshchilov & Hutter 2016, arXiv:1608.03983 "
@@ -153,6 +164,7 @@ _CIFAR_SGD = Recipe(
 # Zhang, Xie, Li 2018, arXiv:1812.01187), sec. 2.1 and 3-5: Nesterov SGD, momentum 0.9, weight
 # decay 1e-4, lr 0.1 x batch / 256 (0.05 at batch 128), linear warm-up, cosine decay, label
 # smoothing 0.1. Their 5-epoch warm-up is for batch 1024 over 120 epochs; one epoch here.
+# Measured in this project: ResNet-18 on 5,000 Fashion-MNIST images (28 px), 2 epochs: 79.2%.
 _IMAGENET_SGD = Recipe(
     "imagenet-sgd",
     "He et al. 2018, Bag of Tricks for Image Classification with CNNs, arXiv:1812.01187, sec. 2-5",
