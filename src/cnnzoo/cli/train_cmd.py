@@ -124,10 +124,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnzoo.train import RECIPES, TrainingError, train
 
     if args.recipes:
+        from cnnzoo.train.recipes import DEFAULT_RECIPES, MODEL_DEFAULT_RECIPES
+
+        def default_for(name: str) -> str:
+            families = [f for f, r in DEFAULT_RECIPES.items() if r == name]
+            models = [m for m, r in MODEL_DEFAULT_RECIPES.items() if r == name]
+            return ", ".join(families + models) or "-"
+
         rows = [
-            {"recipe": r.name, "values": json.dumps(r.values), "source": r.source} for r in RECIPES.values()
+            {
+                "recipe": r.name,
+                "default for": default_for(r.name),
+                "values": json.dumps(r.values),
+                "source": r.source,
+            }
+            for r in RECIPES.values()
         ]
-        print(_render(rows, ["recipe", "source", "values"], "table"))
+        print(_render(rows, ["recipe", "default for", "source", "values"], "table"))
         return 0
     config = _config_from_args(args)
     if config.threads:

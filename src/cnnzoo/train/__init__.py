@@ -14,7 +14,7 @@ from cnnzoo.pretrained import PretrainedUnavailable, imagenet_weights
 from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from cnnzoo.train.config import TrainConfig, resolve_config
 from cnnzoo.train.evaluate import LoadedModel, evaluate, load_model, predict
-from cnnzoo.train.recipes import RECIPES, Recipe, UnknownRecipeError
+from cnnzoo.train.recipes import RECIPES, Recipe, UnknownRecipeError, default_recipe
 from cnnzoo.train.tasks import ClassificationTask, Task
 from cnnzoo.train.trainer import NonFiniteLossError, ResumeError, Trainer, TrainingError, train
 
@@ -31,6 +31,7 @@ __all__ = [
     "Trainer",
     "TrainingError",
     "UnknownRecipeError",
+    "default_recipe",
     "evaluate",
     "imagenet_weights",
     "latest_checkpoint",
