@@ -284,3 +284,14 @@ def test_a_user_module_trains_through_the_engine(tmp_path):
     assert all(
         torch.equal(selected[k], v) for k, v in net.state_dict().items()
     )  # net holds the selected weights
+
+
+def test_a_run_warns_once_when_the_machine_is_busier_than_its_threads(tmp_path, monkeypatch, capsys):
+    from cnnzoo.train import progress
+
+    monkeypatch.setattr(progress.os, "getloadavg", lambda: (7.0, 7.0, 7.0))
+    monkeypatch.setattr(progress, "_warned", False)
+    train(config(tmp_path, "a", epochs=1), data=train_fakes.make_loaders, log=QUIET)
+    train(config(tmp_path, "b", epochs=1), data=train_fakes.make_loaders, log=QUIET)
+    err = capsys.readouterr().err
+    assert err.count("the machine is busy (load 7.0") == 1 and "--threads" in err

@@ -51,12 +51,18 @@ class ProgressBar:
             self.stream.flush()
 
 
+_warned = False
+
+
 def warn_if_busy(threads: int, consequence: str) -> None:
     """Warn on stderr when the machine has fewer free cores than `threads`.
 
     With fewer free cores than threads, PyTorch's OpenMP threads spin at every operator's barrier
     while their partner waits for a core: eager steps slow down by up to hundreds of times.
     """
+    global _warned
+    if _warned:  # once per process: later runs of the same process (experiments) see its own load
+        return
     try:
         load = os.getloadavg()[0]
     except OSError:  # not available on this platform
@@ -69,3 +75,4 @@ def warn_if_busy(threads: int, consequence: str) -> None:
             file=sys.stderr,
             flush=True,
         )
+        _warned = True
