@@ -227,7 +227,7 @@ def time_to_90_cnnzoo() -> tuple[float | None, list[float]]:
 
 
 def time_to_90_bare(images, labels, test_x, test_y, info) -> tuple[float | None, list[float]]:
-    """The lenet-fast recipe (AdamW, one-cycle, batch 64, 7 epochs) in a plain loop."""
+    """The lenet-fast recipe (AdamW, one-cycle, its batch and epochs) in a plain loop."""
     rec = resolve_config("lenet-fast", model="lenet5", data=DATA)
     torch.manual_seed(0)
     model = cnnzoo.create_model("lenet5")

@@ -38,25 +38,7 @@ import train_fakes
 QUIET = lambda *_: None  # noqa: E731
 
 
-def config(tmp_path: Path, name: str = "run", **kw) -> TrainConfig:
-    base = dict(
-        model="lenet5",
-        data="fake",
-        epochs=2,
-        batch_size=32,
-        lr=0.01,
-        optimizer="adamw",
-        weight_decay=1e-4,
-        schedule="cosine",
-        device="cpu",
-        out=str(tmp_path / name),
-        summary=False,
-        progress=False,
-        threads=1,
-        model_kwargs={"act": "relu"},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+config = train_fakes.config
 
 
 def run(cfg: TrainConfig, data=train_fakes.make_loaders) -> dict:

@@ -144,3 +144,27 @@ def make_loaders(
         info=info,
     )
     return train, val, test, info
+
+
+def config(tmp_path, name: str = "run", **kw):
+    """A TrainConfig for LeNet-5 (ReLU) on these images, quiet and on one thread, in tmp_path/name."""
+    from cnnzoo.train import TrainConfig
+
+    base = dict(
+        model="lenet5",
+        data="fake",
+        epochs=2,
+        batch_size=32,
+        lr=0.01,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        schedule="cosine",
+        device="cpu",
+        out=str(tmp_path / name),
+        summary=False,
+        progress=False,
+        threads=1,
+        model_kwargs={"act": "relu"},
+    )
+    base.update(kw)
+    return TrainConfig(**base)

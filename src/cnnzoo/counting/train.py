@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from cnnzoo.counting.density import METHODS, DensityCache, density_map, sum_pool
 from cnnzoo.counting.models import COUNTER_SPECS, IMAGENET_MEAN, IMAGENET_STD, CrowdCounter, create_counter
 from cnnzoo.counting.shanghaitech import ShanghaiTech, load_rgb
+from cnnzoo.train.tasks import Task
 
 __all__ = [
     "COUNT_RECIPES",
@@ -437,7 +438,7 @@ def predict_counts(
 
 
 # -- training -------------------------------------------------------------------------------------
-class CountingTask:
+class CountingTask(Task):
     """Density counting for the training engine: pixel MSE on the scaled density maps; the crop
     MAE in training; MAE and RMSE of whole-image counts on validation and test (selected on
     validation MAE, as C-3 Framework and CSRNet do)."""
@@ -463,10 +464,6 @@ class CountingTask:
         crop_true = density.flatten(1).sum(1) / self.density_scale
         return {"crop_mae": float((est - crop_true).abs().sum()), "n": float(density.shape[0])}
 
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
-        n = max(sums.get("n", 0.0), 1.0)
-        return {k: v / n for k, v in sums.items() if k != "n"}
-
     def evaluate(self, trainer: Any, loader: ShanghaiTech, split: str) -> dict[str, float]:
         # Every process evaluates every image (batch 1, full size): no DDP reduction needed.
         c = trainer.config
@@ -491,9 +488,6 @@ class CountingTask:
         if "mae" in metrics:
             parts.append(f"MAE {metrics['mae']:.2f} RMSE {metrics['rmse']:.2f}")
         return " ".join(parts)
-
-    def is_better(self, value: float, best: float | None) -> bool:
-        return best is None or value < best
 
     def mean_baseline(self) -> dict[str, float]:
         """MAE and RMSE on test of predicting the training images' mean count for every image."""
