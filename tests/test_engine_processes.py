@@ -228,6 +228,29 @@ def test_sigkill_then_resume_is_bit_exact_counting(crowds, tmp_path):
     assert (out / "test_predictions.csv").read_text() == (ref / "test_predictions.csv").read_text()
 
 
+def test_counting_trains_under_torchrun_with_two_processes(crowds, tmp_path):
+    # Counting runs on the engine, so DDP holds for it too: two gloo processes each take half of
+    # every global batch; rank 0 alone prints and writes.
+    env = _env(tmp_path)
+    out = tmp_path / "ddp"
+    args = ["count", "train", "--root", str(crowds), "--part", "B", "--model", "resnet18_counter"]
+    args += ["--crop", "64x64", "--batch-size", "4", "--lr", "1e-3", "--epochs", "2", "--threads", "1"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*torchrun, "-m", "cnnzoo", *args, "--no-progress", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.count("predicting the training mean count") == 1, proc.stdout
+    final = _json(out / "final.json")
+    assert final["world_size"] == 2 and final["epochs"] == 2
+    assert final["test_mae"] < final["mean_baseline_test_mae"] * 3  # finite, sane counts
+    assert [r["epoch"] for r in _rows(out)] == [1, 2]
+
+
 # -- two runs, one folder ------------------------------------------------------------------------
 def test_a_second_run_on_a_folder_in_use_is_refused_at_once(shapes, tmp_path, one_thread):
     from cnnzoo.train.evaluate import evaluate
