@@ -157,14 +157,15 @@ def _png(color: str) -> bytes:
 
 
 def _fake_reports(root: Path, broken: str | None = None) -> Path:
-    """One result per experiment, each with two real plots (the `broken` one gets a corrupt PNG)."""
+    """One result per experiment, each with two real plots (the `broken` one gets a truncated PNG:
+    its signature passes the page's file check, its pixels cannot be decoded)."""
     for i, name in enumerate(EXPERIMENTS):
         out = root / name
         out.mkdir(parents=True)
         figs = []
         for j in range(2):
             file = f"plot{j}.png"
-            (out / file).write_bytes(b"not a png" if name == broken and j == 1 else _png(f"C{i}"))
+            (out / file).write_bytes(_png(f"C{i}")[:60] if name == broken and j == 1 else _png(f"C{i}"))
             figs.append(Figure(file, f"{name} <plot {j}> & caption"))
         result = ExperimentResult(
             name,
@@ -222,6 +223,25 @@ def test_a_broken_plot_is_caught(tmp_path, browser):
     assert bad == [("nas", "nas/plot1.png")]
     loaded, total, css, text = state["check"]
     assert (loaded, total, css) == ("11", "12", "failed") and "nas/plot1.png" in text
+
+
+@pytest.mark.parametrize("entry", ["../../secret.txt", "ABSOLUTE", "link.png", "notes.png"])
+def test_a_report_embeds_only_png_files_inside_its_folder(tmp_path, capsys, entry):
+    reports = _fake_reports(tmp_path / "reports")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private")
+    folder = reports / "nas"
+    (folder / "link.png").symlink_to(secret)  # a link inside that leads out
+    (folder / "notes.png").write_text("text, not an image")
+    if entry == "ABSOLUTE":
+        entry = str(secret)
+    result = json.loads((folder / "result.json").read_text())
+    result["figures"][0]["file"] = entry
+    (folder / "result.json").write_text(json.dumps(result))
+    assert cnnzoo_main(["report", "--reports", str(reports)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnzoo: error: ") and repr(entry) in err and "\n" not in err
+    assert not (reports / "index.html").exists()  # nothing written
 
 
 def test_committed_report_page(browser):

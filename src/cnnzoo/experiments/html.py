@@ -92,14 +92,32 @@ def _badge(verdict: str, label: str | None = None) -> str:
     return f'<span class="badge {css}">{_e(label or _VERDICT.get(verdict, verdict))}</span>'
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class ReportError(ValueError):
+    """A report whose result.json names something the page must not embed."""
+
+
 def _image(folder: Path, file: str, caption: str) -> str:
+    # result.json is data from disk, not code we wrote: a figure entry is embedded only when it is
+    # a PNG file inside the report's own folder (no "..", absolute path or link leading out).
     path = folder / file
     if not path.is_file():
         return f'<p class="missing">missing plot {_e(file)} (not found in {_e(folder)})</p>'
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise ReportError(
+            f"{folder / RESULT_FILE}: figure {file!r} lies outside the report's folder; "
+            "a report embeds only PNG files inside its own folder"
+        )
+    data = resolved.read_bytes()
+    if not data.startswith(PNG_SIGNATURE):
+        raise ReportError(f"{folder / RESULT_FILE}: figure {file!r} is not a PNG image; remake the report")
+    encoded = base64.b64encode(data).decode("ascii")
     return (
         f'<figure><img class="plot" data-file="{_e(folder.name + "/" + file)}" alt="{_e(caption)}" '
-        f'src="data:image/png;base64,{data}"><figcaption>{_e(caption)}</figcaption></figure>'
+        f'src="data:image/png;base64,{encoded}"><figcaption>{_e(caption)}</figcaption></figure>'
     )
 
 
