@@ -165,6 +165,11 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
     return _BUILDERS[name]
 
 
+class UnknownOptionError(TypeError, ValueError):
+    """A builder option the architecture does not have (a TypeError, as Python's own; a ValueError,
+    so that the CLI reports it in one line)."""
+
+
 def create_model(
     name: str,
     *,
@@ -220,7 +225,7 @@ def create_model(
     except TypeError as e:
         if "unexpected keyword argument" not in str(e):
             raise  # a bug inside the builder, not the caller's option
-        raise TypeError(
+        raise UnknownOptionError(
             f"{name} does not take that option ({e}); see help(cnnzoo.get_builder({name!r}))"
         ) from e
     model.model_name = name  # type: ignore[assignment]

@@ -210,7 +210,14 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
         name = json.loads(pointer.read_text())["checkpoint"]
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{str(pointer)!r} is not a checkpoint pointer ({e})") from e
+    # The pointer is data on disk: it may name only a checkpoint folder beside it.
+    if not isinstance(name, str) or Path(name).name != name or name in (".", ".."):
+        raise CheckpointError(
+            f"{str(pointer)!r} names {name!r}, not a checkpoint folder inside {str(pointer.parent)!r}"
+        )
     path = pointer.parent / name
+    if path.is_symlink() or not path.resolve().is_relative_to(pointer.parent.resolve()):
+        raise CheckpointError(f"{str(pointer)!r} names {name!r}, which leads outside {str(pointer.parent)!r}")
     if not (path / STATE_JSON).is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} named by {str(pointer)!r} is incomplete or missing")
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -93,10 +94,23 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        # Every float setting must be a finite number: nan passes no comparison, inf passes some.
+        floats = ("lr", "momentum", "weight_decay", "gamma", "warmup", "pct_start", "label_smoothing")
+        for name in (*floats, "backbone_lr_mult", "val_fraction"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be a finite number, got {value!r}")
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup < 0:
-            raise ValueError("weight_decay and warmup must be >= 0 and label_smoothing in [0, 1)")
+            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup < 0 or self.momentum < 0:
+            raise ValueError("--weight-decay, --warmup and --momentum must be >= 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.gamma <= 1 or not 0 < self.pct_start < 1:
+            raise ValueError(
+                f"--gamma must be in (0, 1] and pct_start in (0, 1), got {self.gamma}, {self.pct_start}"
+            )
         if not 0 <= self.val_fraction < 1:
             raise ValueError(
                 f"val_fraction must be in [0, 1), got {self.val_fraction}; 0.1 holds out a tenth of train"

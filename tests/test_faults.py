@@ -1,0 +1,92 @@
+"""Bad input gets one line and exit 2, never a traceback, and touches nothing (first cases of the
+fault-injection issue: values that slipped through, untrusted pointers and figure entries, pipes)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cnnzoo.cli.main import main
+from cnnzoo.train import TrainConfig
+from cnnzoo.train.checkpoint import latest_checkpoint
+from cnnzoo.weights import CheckpointError
+
+BASE = ["train", "lenet5", "--data", "fashion-mnist", "--no-summary"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--warmup", "nan"], "--warmup must be a finite number"),
+        (["--weight-decay", "-1"], "--weight-decay, --warmup and --momentum must be >= 0"),
+        (["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
+        (["--gamma", "0"], "--gamma must be in (0, 1]"),
+        (["--val-fraction", "1"], "val_fraction must be in [0, 1)"),
+        (["--val-fraction", "nan"], "--val-fraction must be a finite number"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--device", "bogus"], "--device 'bogus' is not a device"),
+        (["--model-arg", "bogus=1"], "lenet5 does not take that option"),
+    ],
+)
+def test_bad_training_values_are_one_line_and_exit_2(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    assert main([*BASE, "--out", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnzoo: error: ") and message in err and "\n" not in err, err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()  # nothing left behind
+
+
+def test_cuda_without_a_gpu_is_named(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    assert main([*BASE, "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    assert "no CUDA GPU is available here" in capsys.readouterr().err
+
+
+def test_config_refuses_non_finite_values_from_python():
+    with pytest.raises(ValueError, match="--momentum must be a finite number"):
+        TrainConfig(model="lenet5", data="x", momentum=float("nan")).validate()
+
+
+@pytest.mark.parametrize("name", ["../../elsewhere", "/tmp", "..", "sub/epoch-0001", "link"])
+def test_latest_may_name_only_a_checkpoint_folder_beside_it(tmp_path, name):
+    ckpts = tmp_path / "run" / "checkpoints"
+    outside = tmp_path / "elsewhere"
+    (outside / "x").mkdir(parents=True)
+    (outside / "state.json").write_text("{}")
+    (ckpts / "sub" / "epoch-0001").mkdir(parents=True)
+    (ckpts / "sub" / "epoch-0001" / "state.json").write_text("{}")
+    (ckpts / "link").symlink_to(outside)
+    (ckpts / "latest").write_text(json.dumps({"checkpoint": name}))
+    with pytest.raises(CheckpointError, match="names"):
+        latest_checkpoint(tmp_path / "run")
+
+
+NOISY_LIST = """
+import sys
+import cnnzoo.cli.main as cli
+
+def noisy(args):  # far more than a pipe holds, so the writer meets the closed pipe
+    for i in range(200_000):
+        print("row", i)
+    return 0
+
+cli.cmd_list = noisy
+sys.exit(cli.main(["list"]))
+"""
+
+
+def test_a_closed_pipe_ends_quietly():
+    # `cnnzoo list | head -1`: the reader leaves after one line; no BrokenPipeError traceback.
+    script = f"{sys.executable} -c '{NOISY_LIST}' | head -1; echo status=${{PIPESTATUS[0]}}"
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.splitlines()[0] == "row 0"
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert "status=141" in proc.stdout  # 128 + SIGPIPE, as a Unix tool's
