@@ -576,19 +576,14 @@ def _train_config(config: CountConfig) -> Any:
 
 
 def _check_resume(config: CountConfig) -> None:
-    from cnnzoo.train.trainer import ResumeError
+    from cnnzoo.train.trainer import refuse_changes
 
     saved_path = Path(config.out) / "config.json"
     if not saved_path.is_file():
         return  # the engine says that there is no run to resume
     saved = CountConfig.from_dict(json.loads(saved_path.read_text())).to_dict()
     now = config.to_dict()
-    for name in _FIXED_DATA:
-        if saved[name] != now[name]:
-            raise ResumeError(
-                f"--resume cannot change {name} (the run used {saved[name]!r}, now {now[name]!r}): "
-                "it fixes the training data; start a new run with another --out"
-            )
+    refuse_changes(saved, now, _FIXED_DATA, "it fixes the training data")
 
 
 def counting_trainer(config: CountConfig, *, log: Callable[[str], None] | None = None) -> Any:
@@ -612,9 +607,7 @@ def counting_trainer(config: CountConfig, *, log: Callable[[str], None] | None =
         pretrained=None if config.resume else config.pretrained,  # "imagenet": the trunk's torchvision file
         density_scale=config.density_scale,
     )
-    dist = distributed.DistInfo()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist = distributed.setup(config.device if config.device != "auto" else "cpu")
+    dist = distributed.setup(config.device)  # the batches shard by rank, so join before building them
     batches = CountingBatches(
         train_ds,
         batch_size=config.batch_size // dist.world_size,

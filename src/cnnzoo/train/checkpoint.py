@@ -36,6 +36,7 @@ __all__ = [
     "checkpoint_run_id",
     "latest_checkpoint",
     "load_checkpoint",
+    "read_state",
     "resolve_weights",
     "save_checkpoint",
     "write_json_atomic",
@@ -97,13 +98,21 @@ def _set_rng(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
 
 
-def checkpoint_run_id(path: str | os.PathLike) -> str | None:
-    """The id of the run that wrote a checkpoint directory (None before run ids were recorded)."""
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The training state (state.json) of a checkpoint directory, without its tensors."""
     try:
         state = json.loads((Path(path) / STATE_JSON).read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read ({e})") from e
-    run_id = state.get("run_id") if isinstance(state, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {str(path)!r} has no training state in {STATE_JSON}")
+    return state
+
+
+def checkpoint_run_id(path: str | os.PathLike) -> str | None:
+    """The id of the run that wrote a checkpoint directory (None before run ids were recorded)."""
+    state = read_state(path)
+    run_id = state.get("run_id")
     return run_id if isinstance(run_id, str) else None
 
 
@@ -232,8 +241,8 @@ def load_checkpoint(
     from cnnzoo.weights import read_state_dict
 
     path = Path(path)
+    state = read_state(path)
     try:
-        state = json.loads((path / STATE_JSON).read_text())
         tensors = load_file(str(path / STATE_TENSORS))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read ({e})") from e

@@ -28,7 +28,12 @@ class DistInfo:
 
 
 def setup(device: str) -> DistInfo:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); single process otherwise."""
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); single process otherwise.
+
+    `device` is the run's device setting; "auto" means CUDA when a GPU is available.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     world = int(os.environ.get("WORLD_SIZE", "1"))

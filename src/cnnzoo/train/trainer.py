@@ -42,7 +42,13 @@ import torch
 from torch import nn
 
 from cnnzoo.train import distributed
-from cnnzoo.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, write_json_atomic
+from cnnzoo.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+    write_json_atomic,
+)
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.optim import LRSchedule, build_optimizer, head_parameter_names
 from cnnzoo.train.progress import ProgressBar, warn_if_busy
@@ -93,6 +99,16 @@ RECORDED_ON_RESUME = (
     "test_curve",
     "device",
 )
+
+
+def refuse_changes(before: dict[str, Any], now: dict[str, Any], names: tuple[str, ...], why: str) -> None:
+    """ResumeError naming the first of `names` whose value a resume would change (`why`: the reason)."""
+    for name in names:
+        if name in before and before[name] != now[name]:
+            raise ResumeError(
+                f"--resume cannot change {name} (the run used {before[name]!r}, now {now[name]!r}): "
+                f"{why}; start a new run with another --out"
+            )
 
 
 def info_get(info: Any, key: str, default: Any = None) -> Any:
@@ -170,7 +186,7 @@ class Trainer:
         config.validate()
         self.config = config
         self.task = task if task is not None else ClassificationTask(label_smoothing=config.label_smoothing)
-        self.dist = distributed.setup(config.device if config.device != "auto" else _auto_type())
+        self.dist = distributed.setup(config.device)
         self.device = resolve_device(config.device, self.dist.local_rank)
         self._log = log if log is not None else _print
         if config.threads > 0:
@@ -194,11 +210,9 @@ class Trainer:
         self.ckpt = latest_checkpoint(self.out) if config.resume else None
         if config.resume and self.ckpt is None:
             raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to continue from")
-        self.state: dict[str, Any] | None = None
         self.changes: dict[str, list[Any]] = {}
         if self.ckpt is not None:
-            self.state = json.loads((self.ckpt / "state.json").read_text())
-            self.changes = self._resume_changes(self.state)
+            self.changes = self._resume_changes(read_state(self.ckpt))
 
         self._user_model = model is not None
         self._build_data(data)
@@ -250,12 +264,7 @@ class Trainer:
         """{field: [before, now]} of what this resume changes; refuses what cannot change."""
         before = TrainConfig.from_dict(state.get("config", {})).to_dict()
         now = self.config.to_dict()
-        for name in FIXED_ON_RESUME:
-            if name in before and before[name] != now[name]:
-                raise ResumeError(
-                    f"--resume cannot change {name} (the run used {before[name]!r}, now {now[name]!r}): "
-                    "it fixes the data or the parameters; start a new run with another --out"
-                )
+        refuse_changes(before, now, FIXED_ON_RESUME, "it fixes the data or the parameters")
         done = int(state["epoch"])
         if self.config.epochs < done:
             raise ResumeError(
@@ -792,10 +801,6 @@ class Trainer:
                     selected_epoch=final["best_epoch"] if selected else None,
                 )
         return final
-
-
-def _auto_type() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _print(text: str) -> None:
