@@ -363,10 +363,9 @@ def evaluate_counter(
     RMSE is what the crowd-counting papers call "MSE": sqrt(mean((estimate - truth)^2)). With
     `amp` the forward pass runs in bf16 autocast and the density map is summed in float32.
     """
-    import contextlib
-
     from cnnzoo.train.progress import ProgressBar
 
+    dev_type = torch.device(device).type
     was = model.training
     model.eval()
     rows = []
@@ -377,9 +376,7 @@ def evaluate_counter(
             x = _normalise(image)[None].to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            dev_type = torch.device(device).type
-            ctx = torch.autocast(dev_type, dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-            with ctx:
+            with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
                 density = model(x)
             est = float(density.float().sum(dtype=torch.float64)) / model.density_scale
             true = len(dataset.points(i))
