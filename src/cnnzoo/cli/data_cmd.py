@@ -98,6 +98,39 @@ def cmd_data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_user_errors
+def cmd_data_shard(args: argparse.Namespace) -> int:
+    from cnnzoo.data.shards import write_shards
+
+    t0 = time.perf_counter()
+    index = write_shards(
+        args.source,
+        args.out,
+        shard_samples=args.shard_size,
+        val_fraction=args.val_fraction,
+        overwrite=args.overwrite,
+    )
+    seconds = time.perf_counter() - t0
+    splits = {
+        split: {
+            "shards": len(shards),
+            "samples": sum(s["samples"] for s in shards),
+            "bytes": sum(s["bytes"] for s in shards),
+        }
+        for split, shards in index["splits"].items()
+    }
+    if args.format == "json":
+        print(json.dumps({"out": str(args.out), "splits": splits, "seconds": round(seconds, 2)}, indent=2))
+        return 0
+    print(f"{args.out}: WebDataset shards of {index['source']} ({seconds:.1f} s)")
+    for split, s in splits.items():
+        print(
+            f"  {split:<6} {s['samples']:>9,} images in {s['shards']:>4} shard(s), {s['bytes'] / 1e6:,.1f} MB"
+        )
+    print(f"  train with: cnnzoo train MODEL --data shards:{args.out}")
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `cnnzoo data` and its sub-verbs `fetch` and `list` on a subparsers object."""
     p = subparsers.add_parser(
@@ -125,3 +158,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--root", help="data root (default: $CNNZOO_DATA or ~/.cache/cnnzoo)")
     ls.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
     ls.set_defaults(func=cmd_data_list)
+
+    sh = sub.add_parser(
+        "shard",
+        help="write an image folder as WebDataset tar shards, for streaming to many machines",
+        description="Writes DIR/train-*.tar, val-*.tar, test-*.tar and DIR/index.json (counts, "
+        "sha256). The images are stored as they are (not re-encoded). Train with "
+        "`cnnzoo train MODEL --data shards:DIR`; under torchrun each process reads its own shards.",
+    )
+    sh.add_argument("source", metavar="imagefolder:PATH", help="the image folder to shard")
+    sh.add_argument("--out", required=True, metavar="DIR", help="the folder for the shards")
+    sh.add_argument(
+        "--shard-size", type=int, default=1000, metavar="N", help="images per shard (default: 1000)"
+    )
+    sh.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="without a val/ folder: fraction of train written as validation shards (default: 0.1)",
+    )
+    sh.add_argument("--overwrite", action="store_true", help="replace shards already in DIR")
+    sh.add_argument("--format", choices=["text", "json"], default="text")
+    sh.set_defaults(func=cmd_data_shard)

@@ -77,6 +77,7 @@ _OVERRIDES = (
     "val_fraction",
     "eval_every",
     "test_curve",
+    "shard_streams",
 )
 
 
@@ -303,6 +304,14 @@ def add_parsers(subparsers: Any) -> None:
         "--backbone-lr-mult", type=float, metavar="M", help="backbone lr = lr x M (discriminative lr)"
     )
     g.add_argument("--resize", dest="resize_to", type=int, metavar="N", help="resize images to NxN")
+    g.add_argument(
+        "--shard-streams",
+        type=int,
+        metavar="N",
+        help="--data shards:DIR: parallel shard streams; the global batches depend on N, not on the "
+        "number of processes, so a run on 1, 2 or 4 processes (any dividing N) sees the same batches "
+        "(default: one per process)",
+    )
     g.add_argument(
         "--model-arg",
         action="append",

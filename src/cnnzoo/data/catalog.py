@@ -27,6 +27,7 @@ __all__ = [
 DATA_ENV = "CNNZOO_DATA"
 DEFAULT_DATA_ROOT = Path("~/.cache/cnnzoo")
 IMAGEFOLDER = "imagefolder:"
+SHARDS = "shards:"  # WebDataset shards written by `cnnzoo data shard` (cnnzoo.data.shards)
 
 
 class DataError(ValueError):
@@ -216,6 +217,10 @@ def dataset_info(name: str, *, root: str | os.PathLike | None = None) -> Dataset
         from cnnzoo.data.imagefolder import imagefolder_info
 
         return imagefolder_info(name[len(IMAGEFOLDER) :])
+    if name.startswith(SHARDS):
+        from cnnzoo.data.shards import shards_info
+
+        return shards_info(name[len(SHARDS) :])
     info = catalog_entry(name)
     from cnnzoo.data.store import read_manifest
 

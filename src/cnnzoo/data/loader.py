@@ -267,6 +267,8 @@ def make_loaders(
     drop_last: bool = False,
     eval_batch_size: int | None = None,
     val_fraction: float = 0.1,
+    streams: int | None = None,
+    workers: int = 0,
 ) -> Loaders:
     """Train, validation and test loaders for a dataset name or ``imagefolder:PATH``, and its info.
 
@@ -278,8 +280,34 @@ def make_loaders(
     ranks' slices cover each set exactly once: sum correct counts and sample counts over ranks
     for exact metrics. The returned info's sizes are those actually loaded, and its `val_split`
     records how validation was chosen.
+
+    ``shards:DIR`` streams WebDataset shards (`cnnzoo.data.shards`): `streams` parallel shard
+    streams fix the global batches (default: one per process), `workers` DataLoader processes
+    decode them; its validation split is the val shards written beside train.
     """
     from dataclasses import replace
+
+    from cnnzoo.data.catalog import SHARDS
+
+    if name_or_spec.startswith(SHARDS):
+        from cnnzoo.data.shards import shard_loaders
+
+        return Loaders(
+            *shard_loaders(
+                name_or_spec[len(SHARDS) :],
+                batch_size=batch_size,
+                eval_batch_size=eval_batch_size,
+                augment=augment,
+                resize_to=resize_to,
+                streams=streams,
+                rank=rank,
+                world_size=world_size,
+                seed=seed,
+                device=device,
+                channels_last=channels_last,
+                workers=workers,
+            )
+        )
 
     from cnnzoo.data.catalog import dataset_info
     from cnnzoo.data.sources import load_arrays

@@ -60,6 +60,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"act": "relu"}
     recipe: str | None = None
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
+    shard_streams: int | None = None  # shards:DIR: parallel shard streams; None: one per process
     progress: bool | None = None  # None: a bar when stderr is a terminal
     summary: bool = True  # print the model's per-layer table first
     data_root: str | None = None
@@ -115,6 +116,8 @@ class TrainConfig:
             raise ValueError(
                 f"val_fraction must be in [0, 1), got {self.val_fraction}; 0.1 holds out a tenth of train"
             )
+        if self.shard_streams is not None and self.shard_streams < 1:
+            raise ValueError(f"shard_streams must be >= 1, got {self.shard_streams}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
         if self.backbone_lr_mult < 0:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "all_reduce_sum", "cleanup", "setup"]
+__all__ = ["DistInfo", "all_reduce_sum", "cleanup", "setup", "union_of_keys"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,15 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def union_of_keys(values: dict[str, float]) -> list[str]:
+    """The sorted names of `values` over all processes (this process's own when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return sorted(values)
+    gathered: list[list[str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, sorted(values))
+    return sorted({k for keys in gathered for k in keys or []})
 
 
 def cleanup(info: DistInfo) -> None:

@@ -85,6 +85,7 @@ FIXED_ON_RESUME = (
     "resize_to",
     "augment",
     "freeze_backbone",
+    "shard_streams",
 )
 SCHEDULE_FIELDS = ("epochs", "lr", "schedule", "milestones", "gamma", "patience", "warmup", "pct_start")
 GROUP_FIELDS = ("weight_decay", "momentum", "nesterov", "backbone_lr_mult")
@@ -374,6 +375,8 @@ class Trainer:
             kwargs["channels_last"] = True  # the loader lays batches out as the model wants them
         if "val_fraction" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs.pop("val_fraction")
+        if c.shard_streams is not None:
+            kwargs["streams"] = c.shard_streams
         if known_info is not None:
             resize = self._needed_resize(known_info)
             loaders = make(c.data, resize_to=resize, **kwargs)
@@ -574,8 +577,11 @@ class Trainer:
         return {**{f"train_{k}": v for k, v in metrics.items()}, "train_seconds": seconds}
 
     def _reduce(self, sums: dict[str, float]) -> dict[str, float]:
-        keys = sorted(sums)
-        return dict(zip(keys, distributed.all_reduce_sum([sums[k] for k in keys], self.device), strict=True))
+        # A process whose slice of an evaluation set is empty (fewer shards or images than
+        # processes) has no sums at all: agree on the names first, its values are zeros.
+        keys = distributed.union_of_keys(sums)
+        values = [sums.get(k, 0.0) for k in keys]
+        return dict(zip(keys, distributed.all_reduce_sum(values, self.device), strict=True))
 
     @torch.no_grad()
     def evaluate_batches(self, loader: Any) -> dict[str, float]:
