@@ -99,8 +99,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    from cnnzoo.train.trainer import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     paths = None
     if args.paths:
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]

@@ -123,7 +123,7 @@ class CountConfig:
                 f"crop must be H x W with both multiples of the output stride {stride}, got {self.crop}"
             )
         if self.scale is not None and not (0 < self.scale[0] <= self.scale[1]):
-            raise ValueError(f"scale must be LO,HI with 0 < LO <= HI, got {self.scale}")
+            raise ValueError(f"--scale must be LO,HI with 0 < LO <= HI, got {self.scale}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(
                 f"val_fraction must be in (0, 1), got {self.val_fraction}: the epoch is chosen on "

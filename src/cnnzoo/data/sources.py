@@ -133,6 +133,28 @@ def _build(folder: Path, info: DatasetInfo, provenance: dict[str, Any], quiet: b
     return manifest
 
 
+def _check_raw(folder: Path, name: str, manifest: dict[str, Any] | None) -> None:
+    """Raw files must match the sha256 recorded when they were fetched before anything is rebuilt
+    from them: a damaged or replaced raw file would otherwise become the new "verified" cache."""
+    recorded = (manifest or {}).get("raw_files")
+    if not isinstance(recorded, dict):
+        return  # files placed by hand (a torchvision download): nothing recorded to check against
+    for rel, digest in recorded.items():
+        path = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DataError(f"{folder}/cnnzoo-manifest.json names {rel!r} outside the dataset's folder")
+        if not path.is_file() or sha256_file(path) != digest:
+            state = (
+                "is missing"
+                if not path.is_file()
+                else "does not match the sha256 recorded when it was fetched"
+            )
+            raise DataError(
+                f"raw file {path} {state} (damaged or replaced); "
+                f"run `cnnzoo data fetch {name} --force` to download it again"
+            )
+
+
 def _verified(folder: Path) -> dict[str, Any] | None:
     """The manifest if every processed file matches it, else None."""
     try:
@@ -300,6 +322,7 @@ def fetch(
             return folder
         if manifest is None and _has_raw(folder, info) and source == "auto":
             old = read_manifest_quietly(folder)
+            _check_raw(folder, name, old)
             provenance = (
                 {k: v for k, v in old.items() if k in ("source", "source_kind", "npm", "split")}
                 if old
