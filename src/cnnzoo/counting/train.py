@@ -282,14 +282,13 @@ class CountingBatches:
     def pooled_density(self, index: int) -> np.ndarray:
         """The pooled (unscaled) density map of image `index`, cached."""
         ds = self.dataset
-        key = DensityCache.key(
-            ds.annotation_path(index), size=ds.image_size(index), stride=self.stride, **self.density
-        )
+        points, size, s = ds.points(index), ds.image_size(index), self.stride
+        key = DensityCache.key(points, size=size, stride=s, **self.density)
         return self.cache.get(
             key,
-            lambda: sum_pool(
-                density_map(ds.points(index), ds.image_size(index), **self.density), self.stride
-            ),
+            lambda: sum_pool(density_map(points, size, **self.density), s),
+            shape=(-(-size[0] // s), -(-size[1] // s)),
+            total=float(len(points)),
         )
 
     def sample(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
