@@ -90,3 +90,87 @@ def test_a_closed_pipe_ends_quietly():
     assert proc.stdout.splitlines()[0] == "row 0"
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
     assert "status=141" in proc.stdout  # 128 + SIGPIPE, as a Unix tool's
+
+
+# -- trusted headers, damaged training state, leftovers -------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished two-epoch LeNet-5 run on the fake images (tests/train_fakes.py)."""
+    import train_fakes
+    from cnnzoo.train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    train(train_fakes.config(tmp, epochs=2), data=train_fakes.make_loaders)
+    return tmp / "run"
+
+
+def _with_header(src, dst, **changes):
+    """A copy of a weights file whose cnnzoo_run header has `changes` ."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    if "_whole" in changes:  # the header replaced as a whole
+        meta["cnnzoo_run"] = changes["_whole"]
+    else:
+        meta["cnnzoo_run"] = json.dumps({**json.loads(meta["cnnzoo_run"]), **changes})
+    save_file(load_file(str(src)), str(dst), metadata=meta)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"num_classes": 10**10}, "'num_classes' is 10000000000"),
+        ({"num_classes": 7}, "header says 7 classes but its"),
+        ({"in_chans": 10**6}, "'in_chans'"),
+        ({"input_size": [1, 10**6, 10**6]}, "'input_size'"),
+        ({"model_kwargs": [1, 2]}, "'model_kwargs' is a list"),
+        ({"classes": [{"x": 1}]}, "'classes' holds something other than names"),
+        ({"_whole": "[1, 2, 3]"}, "cnnzoo_run header is a list"),
+        ({"_whole": "{not json"}, "cnnzoo_run header is not JSON"),
+    ],
+)
+def test_untrusted_headers_are_refused_before_anything_is_built(trained, tmp_path, capsys, changes, message):
+    """Issue 16: a header claiming a 1e10-way head made `predict` try to allocate terabytes."""
+    from PIL import Image
+
+    bad = _with_header(trained / "model.safetensors", tmp_path / "bad.safetensors", **changes)
+    Image.new("L", (12, 12)).save(tmp_path / "x.png")
+    predict = ["predict", str(bad), str(tmp_path / "x.png"), "--format", "json"]
+    export = ["export", str(bad), "--format", "torchscript", "--out", str(tmp_path / "m.pt")]
+    for argv in (predict, export):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_state_without_optimizer_is_named_on_resume(trained, tmp_path):
+    import shutil
+
+    import train_fakes
+    from cnnzoo.train import train
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    ckpt = sorted((run / "checkpoints").glob("epoch-*"))[-1]
+    state = json.loads((ckpt / "state.json").read_text())
+    del state["optimizer"]
+    (ckpt / "state.json").write_text(json.dumps(state))
+    # CheckpointError is one of the errors the CLI prints as one line with exit 2.
+    with pytest.raises(CheckpointError, match=r"state.json lacks 'optimizer', so it cannot be resumed"):
+        train(train_fakes.config(tmp_path, epochs=3, resume=True), data=train_fakes.make_loaders)
+
+
+def test_a_crashed_pointer_write_leaves_nothing_behind(tmp_path):
+    import train_fakes
+    from cnnzoo.train import train
+
+    train(train_fakes.config(tmp_path, epochs=1), data=train_fakes.make_loaders)
+    ckpts = tmp_path / "run" / "checkpoints"
+    (ckpts / ".latest.abc123.tmp").write_text('{"checkpoint": "epoch-0')  # killed mid-write
+    train(train_fakes.config(tmp_path, epochs=2, resume=True), data=train_fakes.make_loaders)
+    assert not list(ckpts.glob(".latest.*.tmp"))
+    assert json.loads((ckpts / "latest").read_text())["checkpoint"].startswith("epoch-0002")

@@ -328,12 +328,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cnnzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`cnnzoo list | head -1`): stop quietly, as Unix tools do. Python
+        # would report the pipe again when it flushes stdout at exit, so point stdout at devnull.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, the status a shell reports for such a tool
     except MemoryError:
         print(_out_of_memory_line(args), file=sys.stderr)
         return 2
     except OSError as e:
-        if isinstance(e, BrokenPipeError):
-            raise
         print(f"cnnzoo: error: {_os_error_line(e)}", file=sys.stderr)
         return 2
     except RuntimeError as e:
@@ -341,12 +345,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(_out_of_memory_line(args), file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # The reader went away (`cnnzoo list | head -1`): stop quietly, as Unix tools do. Python
-        # would report the pipe again when it flushes stdout at exit, so point stdout at devnull.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, the status a shell reports for such a tool
 
 
 if __name__ == "__main__":  # pragma: no cover
