@@ -174,3 +174,21 @@ def test_a_crashed_pointer_write_leaves_nothing_behind(tmp_path):
     train(train_fakes.config(tmp_path, epochs=2, resume=True), data=train_fakes.make_loaders)
     assert not list(ckpts.glob(".latest.*.tmp"))
     assert json.loads((ckpts / "latest").read_text())["checkpoint"].startswith("epoch-0002")
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
+    """Issue 16: names starting with = + - @ were written raw into CSV (formula injection)."""
+    import csv
+
+    from cnnzoo.analysis.formats import csv_cell, render_rows
+    from cnnzoo.counting.train import write_rows_csv
+
+    hostile = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd"]
+    assert [csv_cell(v) for v in hostile] == ["'" + v for v in hostile]
+    assert [csv_cell(v) for v in ("-0.5", "plain", 3, -1.0, "1e3")] == ["-0.5", "plain", 3, -1.0, "1e3"]
+    text = render_rows([{"name": v, "n": -1} for v in hostile], ["name", "n"], "csv")
+    assert [row["name"] for row in csv.DictReader(text.splitlines())] == ["'" + v for v in hostile]
+    rows = [{"image": "=cmd|' /C calc'!A0.jpg", "true": 3, "estimate": 2.5, "error": -0.5}]
+    path = write_rows_csv(rows, tmp_path / "counts.csv")
+    (row,) = csv.DictReader(path.read_text().splitlines())
+    assert row["image"].startswith("'=") and row["error"] == "-0.5000"

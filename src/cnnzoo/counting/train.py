@@ -398,13 +398,15 @@ def evaluate_counter(
 
 def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Per-image rows (image, true, estimate, error) as CSV, written atomically."""
+    from cnnzoo.analysis.formats import csv_cell
     from cnnzoo.data.store import atomic_write_bytes
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["image", "true", "estimate", "error"], lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r, "estimate": f"{r['estimate']:.4f}", "error": f"{r['error']:.4f}"})
+        row = {**r, "estimate": f"{r['estimate']:.4f}", "error": f"{r['error']:.4f}"}
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
