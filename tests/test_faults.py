@@ -192,3 +192,32 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(tmp_path):
     path = write_rows_csv(rows, tmp_path / "counts.csv")
     (row,) = csv.DictReader(path.read_text().splitlines())
     assert row["image"].startswith("'=") and row["error"] == "-0.5000"
+
+
+def _tiny_disk(monkeypatch, free: int = 1 << 20):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(free * 2, free, free))
+
+
+def test_export_on_a_full_disk_stops_before_writing(tmp_path, capsys, monkeypatch):
+    """Issue 16: ONNX's writer aborted the process on a full disk (exit 134), leaving a temp folder."""
+    _tiny_disk(monkeypatch)
+    out = tmp_path / "vgg11.pt"
+    assert main(["export", "vgg11", "--format", "torchscript", "--no-fold", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not enough free space" in err and "--out" in err and "\n" not in err, err
+    assert list(tmp_path.iterdir()) == []  # no file, no temporary folder
+
+
+def test_training_on_a_full_disk_stops_before_the_first_epoch(tmp_path, monkeypatch):
+    import train_fakes
+    from cnnzoo.atomic import NotEnoughSpace
+    from cnnzoo.train import train
+
+    _tiny_disk(monkeypatch, free=1000)
+    with pytest.raises(NotEnoughSpace, match="this run's checkpoints"):
+        train(train_fakes.config(tmp_path), data=train_fakes.make_loaders)
+    assert not (tmp_path / "run").exists()  # the folder it created is gone again

@@ -91,6 +91,10 @@ def _os_error_line(e: OSError) -> str:
     """One line for an operating-system error the user can act on (disk full, permissions, ...)."""
     import errno
 
+    from cnnzoo.atomic import NotEnoughSpace
+
+    if isinstance(e, NotEnoughSpace):
+        return str(e)
     where = f" {e.filename!r}" if e.filename else ""
     if e.errno == errno.ENOSPC:
         return f"the disk is full (writing{where}); free some space or choose another place, then run again"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnzoo.atomic import atomic_write
+from cnnzoo.atomic import atomic_write, ensure_free_space
 from cnnzoo.data.catalog import (
     IMAGEFOLDER,
     DataError,
@@ -178,6 +178,10 @@ def _download(url: str, dest: Path, md5: str, quiet: bool) -> None:
         h = hashlib.md5(usedforsecurity=False)
         with urllib.request.urlopen(url, timeout=CANONICAL_TIMEOUT) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0)
+            # The archive, its decompressed files and the processed cache: about four times it.
+            ensure_free_space(
+                dest.parent, 4 * total, what=f"{dest.name}", fix="free some space or set $CNNZOO_DATA elsewhere"
+            )
             done, shown = 0, -1
             while block := r.read(1 << 20):
                 f.write(block)

@@ -229,8 +229,23 @@ class Trainer:
         self.resumes: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "value": None, "metrics": {}}
         self.schedule = LRSchedule(self.optimizer, config, self.steps_per_epoch)
+        if self.dist.is_main:
+            self._check_space()
         if self.ckpt is not None:
             self._restore(self.ckpt)
+
+    def _check_space(self) -> None:
+        """Stop before training, not at the first checkpoint, when the disk cannot hold the run."""
+        from cnnzoo.atomic import ensure_free_space
+        from cnnzoo.train.checkpoint import KEEP
+
+        weights = sum(t.numel() * t.element_size() for t in self.raw_model.state_dict().values())
+        slots = 2 if self.config.optimizer == "adamw" else 1  # Adam's two moments, SGD's momentum
+        # model.safetensors + last.safetensors, and KEEP checkpoints plus the one being written.
+        needed = weights * (2 + (KEEP + 1) * (1 + slots)) + (8 << 20)
+        ensure_free_space(
+            self.out, needed, what="this run's checkpoints", fix="free some space or choose another --out"
+        )
 
     # -- the run folder -------------------------------------------------------------------------
     def _open_out(self) -> None:
