@@ -205,8 +205,8 @@ def _tiny_disk(monkeypatch, free: int = 1 << 20):
 def test_export_on_a_full_disk_stops_before_writing(tmp_path, capsys, monkeypatch):
     """Issue 16: ONNX's writer aborted the process on a full disk (exit 134), leaving a temp folder."""
     _tiny_disk(monkeypatch)
-    out = tmp_path / "vgg11.pt"
-    assert main(["export", "vgg11", "--format", "torchscript", "--no-fold", "--out", str(out)]) == 2
+    out = tmp_path / "lenet5.pt"
+    assert main(["export", "lenet5", "--format", "torchscript", "--no-fold", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "not enough free space" in err and "--out" in err and "\n" not in err, err
     assert list(tmp_path.iterdir()) == []  # no file, no temporary folder
