@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from cnnzoo.cli.main import main
 from cnnzoo.train import TrainConfig
@@ -221,3 +222,19 @@ def test_training_on_a_full_disk_stops_before_the_first_epoch(tmp_path, monkeypa
     with pytest.raises(NotEnoughSpace, match="this run's checkpoints"):
         train(train_fakes.config(tmp_path), data=train_fakes.make_loaders)
     assert not (tmp_path / "run").exists()  # the folder it created is gone again
+
+
+def test_a_failed_safetensors_write_is_one_line(capsys, monkeypatch):
+    """safetensors reports I/O failures (a disk filling up mid-run) with its own exception type."""
+    from safetensors.torch import save_file
+
+    import cnnzoo.cli.main as cli
+
+    def writes_where_it_cannot(args):
+        save_file({"a": torch.zeros(4)}, "/sys/cnnzoo-weights.safetensors")  # sysfs refuses even root
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_list", writes_where_it_cannot)
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnzoo: error: writing failed") and "\n" not in err, err

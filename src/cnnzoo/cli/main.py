@@ -349,6 +349,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(_out_of_memory_line(args), file=sys.stderr)
         return 2
+    except Exception as e:
+        # safetensors reports a failed write (a full disk, a read-only folder) as its own error
+        # type, not as an OSError.
+        if type(e).__name__ != "SafetensorError" or "I/O error" not in str(e):
+            raise
+        print(
+            f"cnnzoo: error: writing failed ({e}); free some space or choose another place", file=sys.stderr
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
