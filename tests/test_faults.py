@@ -238,3 +238,26 @@ def test_a_failed_safetensors_write_is_one_line(capsys, monkeypatch):
     assert cli.main(["list"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cnnzoo: error: writing failed") and "\n" not in err, err
+
+
+def test_an_empty_test_split_reports_no_figures_rather_than_zero(tmp_path):
+    """Issue 16: an empty test split was reported as "top-1 0.00%"."""
+    import train_fakes
+    from cnnzoo.data import TensorLoader
+    from cnnzoo.train import train
+
+    train_l, val_l, test_l, info = train_fakes.make_loaders(batch_size=32)
+    x, _ = next(iter(test_l))
+    images = torch.zeros((0, *x.shape[1:]), dtype=torch.uint8)
+    empty = TensorLoader(
+        images, torch.zeros(0, dtype=torch.int64), batch_size=32, shuffle=False, pad_shards=False
+    )
+    lines: list[str] = []
+    final = train(
+        train_fakes.config(tmp_path, epochs=1), data=(train_l, val_l, empty, info), log=lines.append
+    )
+    assert "test_top1" not in final and "val_top1" in final
+    assert any("the test split holds no images" in line for line in lines)
+    from cnnzoo.cli.train_cmd import _final_line
+
+    assert "test top-1" not in _final_line({**final, "out": "x"})

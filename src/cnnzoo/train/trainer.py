@@ -215,6 +215,7 @@ class Trainer:
             self.changes = self._resume_changes(read_state(self.ckpt))
 
         self._user_model = model is not None
+        self._said_empty: set[str] = set()
         self._build_data(data)
         if model is None:
             self._build_model()
@@ -603,7 +604,10 @@ class Trainer:
                 output = self.raw_model(x)  # DDP's forward would sync buffers for nothing
             for k, v in self.task.eval_sums(output, target).items():
                 sums[k] = sums.get(k, 0.0) + v
-        return self.task.summarize(self._reduce(sums))
+        sums = self._reduce(sums)
+        if not sums.get("n"):  # an empty split has no accuracy (not 0%): it has no figures at all
+            return {}
+        return self.task.summarize(sums)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
         """The task's metrics on "val" or "test", keyed `val_*` / `test_*`."""
@@ -615,6 +619,9 @@ class Trainer:
             metrics = self.task.evaluate(self, loader, split)
         finally:
             self.model.train(was)
+        if not metrics and split not in self._said_empty:
+            self._said_empty.add(split)
+            self.log(f"the {split} split holds no images: no {split} figures are reported")
         return {f"{split}_{k}": v for k, v in metrics.items()}
 
     def _progress(self) -> bool | None:
