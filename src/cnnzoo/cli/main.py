@@ -54,11 +54,13 @@ def show_defaults(group: Any, defaults: Any, prefix: str = "") -> None:
         action.help = f"{action.help + ' ' if action.help else ''}(default: {prefix}{value})"
 
 
-def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool | None = False) -> Path:
+def check_output_file(
+    path: str | os.PathLike, flag: str, *, overwrite: bool | None = False, make_folders: bool = False
+) -> Path:
     """Refuse, before any work, an output file that cannot be written or would replace a file.
 
     `overwrite` None: the verb replaces its own output by design (no --overwrite flag). The folder
-    must exist and take a new file (probed with a temporary file, removed at once: permission
+    must exist (or, with `make_folders`, its nearest existing parent) and take a new file (probed with a temporary file, removed at once: permission
     bits say nothing to root, and read-only mounts or sysfs refuse root too).
     """
     import tempfile
@@ -71,6 +73,9 @@ def check_output_file(path: str | os.PathLike, flag: str, *, overwrite: bool | N
             f"{flag} {str(path)!r} exists; pass --overwrite to replace it, or choose another name"
         )
     folder = path.parent
+    if make_folders:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise UsageError(
