@@ -69,9 +69,7 @@ def check_output_file(
     if path.is_dir():
         raise UsageError(f"{flag} {str(path)!r} is a folder; name a file")
     if path.exists() and overwrite is False:
-        raise UsageError(
-            f"{flag} {str(path)!r} exists; pass --overwrite to replace it, or choose another name"
-        )
+        raise UsageError(f"{flag} {str(path)!r} already exists; pass --overwrite to replace it")
     folder = path.parent
     if make_folders:
         while not folder.exists() and folder != folder.parent:
