@@ -261,3 +261,14 @@ def test_an_empty_test_split_reports_no_figures_rather_than_zero(tmp_path):
     from cnnzoo.cli.train_cmd import _final_line
 
     assert "test top-1" not in _final_line({**final, "out": "x"})
+
+
+def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cnnzoo.counting.shanghaitech import load_rgb
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is over twice the limit
+    with pytest.raises(ValueError, match=r"big.png' is larger than Pillow's safety limit of 1,000 pixels"):
+        load_rgb(tmp_path / "big.png")
