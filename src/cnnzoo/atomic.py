@@ -92,3 +92,34 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
     os.chmod(tmp, dir_mode())
     return tmp
+
+
+class NotEnoughSpace(OSError):
+    """Less free disk space than a write is known to need; raised before anything is written."""
+
+    def __init__(self, folder: Path, needed: int, free: int, what: str, fix: str) -> None:
+        import errno
+
+        super().__init__(errno.ENOSPC, "No space left on device", str(folder))
+        self.message = (
+            f"not enough free space in {str(folder)!r} for {what}: it needs about {needed / 1e6:,.0f} MB, "
+            f"{free / 1e6:,.0f} MB are free; {fix}"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def ensure_free_space(folder: str | os.PathLike, needed: int, *, what: str, fix: str) -> None:
+    """Raise NotEnoughSpace unless the file system of `folder` (or its nearest existing parent)
+    has `needed` bytes free. Some writers cannot fail cleanly on a full disk (ONNX's C++ writer
+    aborts the process), so the space is checked before they start."""
+    import shutil
+
+    folder = Path(folder).expanduser().absolute()
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed:
+        raise NotEnoughSpace(folder, needed, free, what, fix)

@@ -47,6 +47,70 @@ class CheckpointError(ValueError):
 _CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {}
 
 
+# What a weights file's header may claim: anything outside would build a model or an input far
+# beyond any real one (a 1e10-way head, a 1e6 x 1e6 input) before the weights are even compared.
+HEADER_BOUNDS = {"num_classes": (1, 1_000_000), "in_chans": (1, 64), "side": (1, 16_384)}
+
+
+def run_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, Any]:
+    """The trainer's ``cnnzoo_run`` header of a weights file, parsed and checked.
+
+    A header is data from a file, not a promise: it must be a JSON object whose known fields have
+    the right types and sane sizes; anything else is a CheckpointError naming the field.
+    """
+    if "cnnzoo_run" not in meta:
+        return {}
+    where = f"checkpoint {str(path)!r}"
+    try:
+        run = json.loads(meta["cnnzoo_run"])
+    except ValueError as e:
+        raise CheckpointError(f"{where}: its cnnzoo_run header is not JSON ({e})") from e
+    if not isinstance(run, dict):
+        raise CheckpointError(f"{where}: its cnnzoo_run header is a {type(run).__name__}, not an object")
+
+    def bad(field: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{where}: header field {field!r} {why}; the file is damaged or not cnnzoo's")
+
+    def whole(field: str, lo: int, hi: int) -> None:
+        v = run.get(field)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+            raise bad(field, f"is {v!r}, not a whole number in [{lo:,}, {hi:,}]")
+
+    for field, kind in (("model", str), ("data", str), ("model_kwargs", dict), ("classes", list)):
+        if run.get(field) is not None and not isinstance(run[field], kind):
+            raise bad(field, f"is a {type(run[field]).__name__}, not a {kind.__name__}")
+    whole("num_classes", *HEADER_BOUNDS["num_classes"])
+    whole("in_chans", *HEADER_BOUNDS["in_chans"])
+    whole("resize_to", *HEADER_BOUNDS["side"])
+    size = run.get("input_size")
+    if size is not None:
+        ok = (
+            isinstance(size, list)
+            and len(size) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        )
+        if (
+            not ok
+            or not HEADER_BOUNDS["in_chans"][0] <= size[0] <= HEADER_BOUNDS["in_chans"][1]
+            or not all(HEADER_BOUNDS["side"][0] <= v <= HEADER_BOUNDS["side"][1] for v in size[1:])
+        ):
+            raise bad("input_size", f"is {size!r}, not [C, H, W] with C <= 64 and sides <= 16,384")
+    if any(not isinstance(c, str) for c in run.get("classes") or []):
+        raise bad("classes", "holds something other than names")
+    return run
+
+
+def check_head(run: dict[str, Any], state: StateDict, head: str | None, path: str | os.PathLike) -> None:
+    """A header's num_classes must be the size of the head the file holds (when it holds one)."""
+    weight = state.get(f"{head}.weight") if head else None
+    claimed = run.get("num_classes")
+    if claimed is not None and weight is not None and weight.dim() >= 1 and int(weight.shape[0]) != claimed:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: its header says {claimed:,} classes but its {head} has "
+            f"{int(weight.shape[0]):,} outputs; the file is damaged or its header was edited"
+        )
+
+
 def register_key_converter(family: str) -> Callable[[Callable[[StateDict], StateDict]], Callable]:
     """Register a key converter for a model family (applied before fitting)."""
 

@@ -19,7 +19,27 @@ from typing import Any
 
 from cnnzoo.analysis.profile import Layer, Profile
 
-__all__ = ["FORMATS", "LECTURE_COLUMNS", "render_profile", "render_rows"]
+__all__ = ["FORMATS", "LECTURE_COLUMNS", "csv_cell", "render_profile", "render_rows"]
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value safe to put in a CSV cell that a spreadsheet may open.
+
+    Spreadsheets run a cell starting with = + - @ (or a tab or carriage return) as a formula, so
+    a file or class name like ``=HYPERLINK(...)`` would become a live link or command (OWASP,
+    "CSV Injection"). Such strings get a leading apostrophe, which the spreadsheet shows as text;
+    numbers, and strings that are plain numbers (``-0.5``), stay as they are.
+    """
+    if not isinstance(value, str) or not value.startswith(_FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -145,7 +165,7 @@ def render_rows(rows: list[dict[str, Any]], columns: Sequence[str], fmt: str) ->
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in rows)
         return buf.getvalue().rstrip("\n")
     cells = [["" if r.get(c) is None else str(r.get(c)) for c in columns] for r in rows]
     if fmt == "md":

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, _parse_input, add_threads_flag
+from cnnzoo.cli.main import UsageError, _parse_input, add_threads_flag, check_output_file
 
 __all__ = ["add_parsers"]
 
@@ -53,6 +53,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out is None:
         stem = Path(args.source).name.split(".")[0] if Path(args.source).exists() else args.source
         out = f"{stem}{FORMATS[args.format]}"
+    # Checked before the export's tracing and checks, which take a while on large models.
+    check_output_file(out, "--out", overwrite=args.overwrite, make_folders=True)
     try:
         result = export(
             src.model,
@@ -99,8 +101,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here; use --device cpu")
+    from cnnzoo.train.trainer import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     paths = None
     if args.paths:
         paths = [p.strip() for p in args.paths.split(",") if p.strip()]

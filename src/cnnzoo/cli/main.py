@@ -12,13 +12,21 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
 
 class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (argparse prints the usage first, over several)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
 
 
 # -- output helpers ---------------------------------------------------------------------------
@@ -44,6 +52,58 @@ def show_defaults(group: Any, defaults: Any, prefix: str = "") -> None:
         elif value is None:
             value = "none"
         action.help = f"{action.help + ' ' if action.help else ''}(default: {prefix}{value})"
+
+
+def check_output_file(
+    path: str | os.PathLike, flag: str, *, overwrite: bool | None = False, make_folders: bool = False
+) -> Path:
+    """Refuse, before any work, an output file that cannot be written or would replace a file.
+
+    `overwrite` None: the verb replaces its own output by design (no --overwrite flag). The folder
+    must exist (or, with `make_folders`, its nearest existing parent) and take a new file (probed with a temporary file, removed at once: permission
+    bits say nothing to root, and read-only mounts or sysfs refuse root too).
+    """
+    import tempfile
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a folder; name a file")
+    if path.exists() and overwrite is False:
+        raise UsageError(f"{flag} {str(path)!r} already exists; pass --overwrite to replace it")
+    folder = path.parent
+    if make_folders:
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise UsageError(
+            f"{flag} {str(path)!r}: the folder {str(folder)!r} {what}; create it or choose another"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cnnzoo-probe-")
+    except OSError as e:
+        raise UsageError(
+            f"{flag} {str(path)!r}: cannot write in {str(folder)!r} ({e.strerror}); choose another place"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def _os_error_line(e: OSError) -> str:
+    """One line for an operating-system error the user can act on (disk full, permissions, ...)."""
+    import errno
+
+    from cnnzoo.atomic import NotEnoughSpace
+
+    if isinstance(e, NotEnoughSpace):
+        return str(e)
+    where = f" {e.filename!r}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return f"the disk is full (writing{where}); free some space or choose another place, then run again"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"cannot write{where} ({e.strerror}); choose another place or fix its permissions"
+    return f"{e.strerror or e}{':' + where if where else ''}"
 
 
 def _apply_threads(args: argparse.Namespace) -> None:
@@ -74,6 +134,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     names = list_models(args.pattern, family=args.family)
     if not names:
+        if args.family and not list_models(family=args.family):
+            families = sorted({model_info(n).family for n in list_models()})
+            raise UsageError(f"no family {args.family!r}; families: {', '.join(families)}")
         raise UsageError(f"no model matches {args.pattern!r}; try `cnnzoo list` for all names")
     rows = []
     for n in names:
@@ -160,6 +223,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError as e:
             raise UsageError("--plot needs matplotlib: pip install 'cnnzoo[plot]'") from e
+        check_output_file(args.plot, "--plot", overwrite=args.overwrite)
     rows = compare(args.names, _parse_input(args.input))
     if args.format in ("json", "csv"):
         print(render_rows(rows, list(rows[0]), args.format))
@@ -190,7 +254,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from cnnzoo import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cnnzoo",
         description="The classic CNNs of the lectures: build, inspect, compare.",
     )
@@ -232,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="CxHxW", help="one input size for all (default: each model's)")
     p.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
     p.add_argument("--plot", metavar="OUT.png", help="also plot top-1 against MACs (needs matplotlib)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     p.set_defaults(func=cmd_compare)
     # Verbs of the other packages register themselves.
     from cnnzoo.cli import count_cmd, data_cmd, deploy_cmd, experiment_cmd, train_cmd
@@ -242,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     count_cmd.add_parser(sub)
     experiment_cmd.add_parsers(sub)
     return parser
+
+
+def _out_of_memory_line(args: argparse.Namespace) -> str:
+    batch = getattr(args, "batch_size", None) or getattr(args, "batch", None)
+    hint = f"lower --batch-size (it is {batch})" if batch else "lower the batch size"
+    return f"cnnzoo: error: out of memory; {hint} or use a smaller model or input"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,6 +341,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, the status a shell reports for such a tool
+    except MemoryError:
+        print(_out_of_memory_line(args), file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"cnnzoo: error: {_os_error_line(e)}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if "out of memory" not in str(e).lower():
+            raise
+        print(_out_of_memory_line(args), file=sys.stderr)
+        return 2
+    except Exception as e:
+        # safetensors reports a failed write (a full disk, a read-only folder) as its own error
+        # type, not as an OSError.
+        if type(e).__name__ != "SafetensorError" or "I/O error" not in str(e):
+            raise
+        print(
+            f"cnnzoo: error: writing failed ({e}); free some space or choose another place", file=sys.stderr
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

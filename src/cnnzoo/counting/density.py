@@ -194,27 +194,57 @@ def sum_pool(density: np.ndarray, stride: int) -> np.ndarray:
 class DensityCache:
     """Density maps by key, kept in memory and, with `directory`, as `.npy` files (written atomically).
 
-    The key should name everything the map depends on: the annotation file (path, size, mtime),
-    the image size, the method's parameters and the pooling stride (`DensityCache.key` does).
+    The key names everything the map depends on: the head positions themselves (their bytes, so
+    an edited annotation can never hit an old map), the image size, the method's parameters and
+    the pooling stride (`DensityCache.key`). A map read from disk is checked before use: its shape
+    and its sum (a density map sums to its head count) must be what the caller expects, and every
+    value finite; a file that fails is recomputed and replaced, and counted in `repaired`.
     """
 
     def __init__(self, directory: str | os.PathLike | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory else None
         self._memory: dict[str, np.ndarray] = {}
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.repaired = 0
 
     @staticmethod
-    def key(annotation: str | os.PathLike, **params: Any) -> str:
-        p = Path(annotation)
-        try:
-            st = p.stat()
-            stamp = [str(p.resolve()), st.st_size, st.st_mtime_ns]
-        except OSError:
-            stamp = [str(p)]
-        text = json.dumps([stamp, sorted(params.items())], default=str)
-        return hashlib.sha1(text.encode()).hexdigest()[:20]
+    def key(points: np.ndarray | str | os.PathLike, **params: Any) -> str:
+        """The cache key of a map: the heads (an N x 2 array) or an annotation file, and the settings."""
+        if isinstance(points, np.ndarray):
+            stamp: list[Any] = [
+                "points",
+                list(points.shape),
+                hashlib.sha256(np.ascontiguousarray(points, dtype=np.float64).tobytes()).hexdigest(),
+            ]
+        else:
+            p = Path(points)
+            try:
+                st = p.stat()
+                stamp = [str(p.resolve()), st.st_size, st.st_mtime_ns]
+            except OSError:
+                stamp = [str(p)]
+        text = json.dumps(["cnnzoo-density-v2", stamp, sorted(params.items())], default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def get(self, key: str, make: Callable[[], np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _usable(arr: np.ndarray, shape: tuple[int, ...] | None, total: float | None) -> bool:
+        if arr.dtype.kind != "f" or (shape is not None and tuple(arr.shape) != tuple(shape)):
+            return False
+        if not np.isfinite(arr).all() or (arr.size and float(arr.min()) < -1e-6):
+            return False
+        return total is None or abs(float(arr.sum(dtype=np.float64)) - total) <= 1e-3 * max(1.0, total)
+
+    def get(
+        self,
+        key: str,
+        make: Callable[[], np.ndarray],
+        *,
+        shape: tuple[int, ...] | None = None,
+        total: float | None = None,
+    ) -> np.ndarray:
+        """The map of `key`: from memory, from disk when it passes the checks, else `make()`.
+
+        shape, total: what the map must be (its shape, its sum); None skips that check.
+        """
         if key in self._memory:
             self.hits += 1
             return self._memory[key]
@@ -225,6 +255,10 @@ class DensityCache:
                 arr = np.load(path, allow_pickle=False)
             except (OSError, ValueError):
                 arr = None  # a damaged cache file is recomputed and replaced
+            if arr is not None and not self._usable(arr, shape, total):
+                arr = None
+            if arr is None:
+                self.repaired += 1
         if arr is None:
             self.misses += 1
             arr = np.ascontiguousarray(make(), dtype=np.float32)

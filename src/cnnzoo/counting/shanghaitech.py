@@ -151,6 +151,15 @@ def read_points(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
     return location - 1.0, number
 
 
+def _bomb(path: str | os.PathLike, e: Exception) -> ValueError:
+    from PIL import Image
+
+    return ValueError(
+        f"image {os.fspath(path)!r} is larger than Pillow's safety limit of {Image.MAX_IMAGE_PIXELS:,} "
+        f"pixels (a decompression bomb?); downscale it if you trust it ({e})"
+    )
+
+
 def load_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """(H x W x 3 uint8 array, the file's PIL mode) of an image file; other modes are converted to RGB."""
     from PIL import Image, UnidentifiedImageError
@@ -159,6 +168,8 @@ def load_rgb(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         with Image.open(path) as im:
             mode = im.mode
             arr = np.array(im.convert("RGB"))  # writable: torch.from_numpy shares it
+    except Image.DecompressionBombError as e:
+        raise _bomb(path, e) from None
     except FileNotFoundError:
         raise FileNotFoundError(f"image {os.fspath(path)!r} does not exist") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
@@ -172,6 +183,8 @@ def _image_header(path: Path) -> tuple[tuple[int, int], str]:
     try:
         with Image.open(path) as im:
             return (im.height, im.width), im.mode
+    except Image.DecompressionBombError as e:
+        raise _bomb(path, e) from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"image {str(path)!r} is not an image PIL can read ({e}); replace the file") from e
 

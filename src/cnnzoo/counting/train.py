@@ -123,7 +123,7 @@ class CountConfig:
                 f"crop must be H x W with both multiples of the output stride {stride}, got {self.crop}"
             )
         if self.scale is not None and not (0 < self.scale[0] <= self.scale[1]):
-            raise ValueError(f"scale must be LO,HI with 0 < LO <= HI, got {self.scale}")
+            raise ValueError(f"--scale must be LO,HI with 0 < LO <= HI, got {self.scale}")
         if not 0 < self.val_fraction < 1:
             raise ValueError(
                 f"val_fraction must be in (0, 1), got {self.val_fraction}: the epoch is chosen on "
@@ -282,14 +282,13 @@ class CountingBatches:
     def pooled_density(self, index: int) -> np.ndarray:
         """The pooled (unscaled) density map of image `index`, cached."""
         ds = self.dataset
-        key = DensityCache.key(
-            ds.annotation_path(index), size=ds.image_size(index), stride=self.stride, **self.density
-        )
+        points, size, s = ds.points(index), ds.image_size(index), self.stride
+        key = DensityCache.key(points, size=size, stride=s, **self.density)
         return self.cache.get(
             key,
-            lambda: sum_pool(
-                density_map(ds.points(index), ds.image_size(index), **self.density), self.stride
-            ),
+            lambda: sum_pool(density_map(points, size, **self.density), s),
+            shape=(-(-size[0] // s), -(-size[1] // s)),
+            total=float(len(points)),
         )
 
     def sample(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -399,13 +398,15 @@ def evaluate_counter(
 
 def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Per-image rows (image, true, estimate, error) as CSV, written atomically."""
+    from cnnzoo.analysis.formats import csv_cell
     from cnnzoo.data.store import atomic_write_bytes
 
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["image", "true", "estimate", "error"], lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r, "estimate": f"{r['estimate']:.4f}", "error": f"{r['error']:.4f}"})
+        row = {**r, "estimate": f"{r['estimate']:.4f}", "error": f"{r['error']:.4f}"}
+        writer.writerow({k: csv_cell(v) for k, v in row.items()})
     return atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnzoo.atomic import atomic_write
+from cnnzoo.atomic import atomic_write, ensure_free_space
 from cnnzoo.data.catalog import (
     IMAGEFOLDER,
     DataError,
@@ -133,6 +133,28 @@ def _build(folder: Path, info: DatasetInfo, provenance: dict[str, Any], quiet: b
     return manifest
 
 
+def _check_raw(folder: Path, name: str, manifest: dict[str, Any] | None) -> None:
+    """Raw files must match the sha256 recorded when they were fetched before anything is rebuilt
+    from them: a damaged or replaced raw file would otherwise become the new "verified" cache."""
+    recorded = (manifest or {}).get("raw_files")
+    if not isinstance(recorded, dict):
+        return  # files placed by hand (a torchvision download): nothing recorded to check against
+    for rel, digest in recorded.items():
+        path = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise DataError(f"{folder}/cnnzoo-manifest.json names {rel!r} outside the dataset's folder")
+        if not path.is_file() or sha256_file(path) != digest:
+            state = (
+                "is missing"
+                if not path.is_file()
+                else "does not match the sha256 recorded when it was fetched"
+            )
+            raise DataError(
+                f"raw file {path} {state} (damaged or replaced); "
+                f"run `cnnzoo data fetch {name} --force` to download it again"
+            )
+
+
 def _verified(folder: Path) -> dict[str, Any] | None:
     """The manifest if every processed file matches it, else None."""
     try:
@@ -156,6 +178,10 @@ def _download(url: str, dest: Path, md5: str, quiet: bool) -> None:
         h = hashlib.md5(usedforsecurity=False)
         with urllib.request.urlopen(url, timeout=CANONICAL_TIMEOUT) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0)
+            # The archive, its decompressed files and the processed cache: about four times it.
+            ensure_free_space(
+                dest.parent, 4 * total, what=f"{dest.name}", fix="free some space or set $CNNZOO_DATA elsewhere"
+            )
             done, shown = 0, -1
             while block := r.read(1 << 20):
                 f.write(block)
@@ -300,6 +326,7 @@ def fetch(
             return folder
         if manifest is None and _has_raw(folder, info) and source == "auto":
             old = read_manifest_quietly(folder)
+            _check_raw(folder, name, old)
             provenance = (
                 {k: v for k, v in old.items() if k in ("source", "source_kind", "npm", "split")}
                 if old

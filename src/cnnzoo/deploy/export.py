@@ -298,6 +298,16 @@ def export(
     finally:
         model.train(was_training)
 
+    from cnnzoo.atomic import ensure_free_space
+
+    # The staged file and the probe the exporters write beside it: about twice the weights.
+    weights = sum(t.numel() * t.element_size() for t in target.state_dict().values())
+    ensure_free_space(
+        path.parent,
+        2 * weights + (16 << 20),
+        what=f"the {format} export",
+        fix="free some space or choose another --out",
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:

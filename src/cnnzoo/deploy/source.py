@@ -9,7 +9,6 @@ architecture it is, the error names what the file does hold, so the user can pic
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -95,10 +94,11 @@ def _load_safetensors(path: Path, model: str | None) -> Source:
     from cnnzoo.registry import is_model
     from cnnzoo.train.checkpoint import resolve_weights
     from cnnzoo.train.evaluate import load_model
+    from cnnzoo.weights import run_metadata
 
     weights = resolve_weights(path)
     meta = _safetensors_metadata(weights)
-    run = json.loads(meta["cnnzoo_run"]) if "cnnzoo_run" in meta else {}
+    run = run_metadata(meta, weights)
     named = run.get("model") or meta.get("cnnzoo_model")
     if model is None:
         if not named:

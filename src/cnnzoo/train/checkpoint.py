@@ -165,6 +165,12 @@ def _prune(ckpt_root: Path, run_id: str | None, latest: str) -> None:
         tagged = re.search(r"\.run-([A-Za-z0-9_-]+)\.", leftover.name)
         if leftover.is_dir() and (tagged.group(1) if tagged else None) == run_id:
             shutil.rmtree(leftover, ignore_errors=True)
+    # A pointer's temporary file left by a crash between its write and its rename. Only the run
+    # holding the folder's lock writes the pointer, and it has just renamed its own: any left is
+    # a dead process's.
+    for leftover in ckpt_root.glob(f".{LATEST}.*.tmp"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
 
 
 def save_checkpoint(
@@ -247,6 +253,15 @@ def load_checkpoint(
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(path)!r} could not be read ({e})") from e
     weights = read_state_dict(path / MODEL_FILE)
+    missing = [k for k in ("epoch", "optimizer") if k not in state]
+    if missing or not isinstance(state.get("optimizer"), dict) or not isinstance(state.get("epoch"), int):
+        what = (
+            f"lacks {', '.join(map(repr, missing))}" if missing else "has a malformed 'epoch' or 'optimizer'"
+        )
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: {STATE_JSON} {what}, so it cannot be resumed; resume from an "
+            "earlier checkpoint (point checkpoints/latest at it) or start again with --overwrite"
+        )
     optim = _join_optimizer_state(tensors, state.pop("optimizer"))
     _set_rng(tensors)
     return weights, optim, state

@@ -9,7 +9,6 @@ CheckpointError naming the mismatched keys.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -60,16 +59,20 @@ def load_model(
 ) -> LoadedModel:
     """The model of a run directory, checkpoint directory or weights file, in eval mode."""
     from cnnzoo.registry import create_model
-    from cnnzoo.weights import CheckpointError, fit_state_dict, read_state_dict
+    from cnnzoo.weights import CheckpointError, check_head, fit_state_dict, read_state_dict, run_metadata
 
     weights_path = resolve_weights(path)
     meta = _metadata(weights_path)
-    run = json.loads(meta["cnnzoo_run"]) if "cnnzoo_run" in meta else {}
+    run = run_metadata(meta, weights_path)  # checked: types and sane sizes, never trusted blindly
     name = model or run.get("model") or meta.get("cnnzoo_model")
     if not name:
         raise ValueError(f"{str(weights_path)!r} does not say which model it holds; pass --model NAME")
     state = read_state_dict(weights_path)
     kwargs = dict(run.get("model_kwargs") or {}) if name == run.get("model") else {}
+    if run.get("num_classes") is not None and name == run.get("model"):
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            probe = create_model(name, **kwargs)
+        check_head(run, state, getattr(probe, "head_name", None), weights_path)
     if num_classes is None:
         num_classes = run.get("num_classes")
     if num_classes is None:  # read the head's size from the file

@@ -216,6 +216,7 @@ class Trainer:
             self.changes = self._resume_changes(read_state(self.ckpt))
 
         self._user_model = model is not None
+        self._said_empty: set[str] = set()
         self._build_data(data)
         if model is None:
             self._build_model()
@@ -230,8 +231,23 @@ class Trainer:
         self.resumes: list[dict[str, Any]] = []
         self.best: dict[str, Any] = {"epoch": 0, "value": None, "metrics": {}}
         self.schedule = LRSchedule(self.optimizer, config, self.steps_per_epoch)
+        if self.dist.is_main:
+            self._check_space()
         if self.ckpt is not None:
             self._restore(self.ckpt)
+
+    def _check_space(self) -> None:
+        """Stop before training, not at the first checkpoint, when the disk cannot hold the run."""
+        from cnnzoo.atomic import ensure_free_space
+        from cnnzoo.train.checkpoint import KEEP
+
+        weights = sum(t.numel() * t.element_size() for t in self.raw_model.state_dict().values())
+        slots = 2 if self.config.optimizer == "adamw" else 1  # Adam's two moments, SGD's momentum
+        # model.safetensors + last.safetensors, and KEEP checkpoints plus the one being written.
+        needed = weights * (2 + (KEEP + 1) * (1 + slots)) + (8 << 20)
+        ensure_free_space(
+            self.out, needed, what="this run's checkpoints", fix="free some space or choose another --out"
+        )
 
     # -- the run folder -------------------------------------------------------------------------
     def _open_out(self) -> None:
@@ -594,7 +610,10 @@ class Trainer:
                 output = self.raw_model(x)  # DDP's forward would sync buffers for nothing
             for k, v in self.task.eval_sums(output, target).items():
                 sums[k] = sums.get(k, 0.0) + v
-        return self.task.summarize(self._reduce(sums))
+        sums = self._reduce(sums)
+        if not sums.get("n"):  # an empty split has no accuracy (not 0%): it has no figures at all
+            return {}
+        return self.task.summarize(sums)
 
     def evaluate(self, split: str = "val") -> dict[str, float]:
         """The task's metrics on "val" or "test", keyed `val_*` / `test_*`."""
@@ -606,6 +625,9 @@ class Trainer:
             metrics = self.task.evaluate(self, loader, split)
         finally:
             self.model.train(was)
+        if not metrics and split not in self._said_empty:
+            self._said_empty.add(split)
+            self.log(f"the {split} split holds no images: no {split} figures are reported")
         return {f"{split}_{k}": v for k, v in metrics.items()}
 
     def _progress(self) -> bool | None:
