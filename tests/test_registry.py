@@ -263,3 +263,28 @@ def test_create_model_without_head_gives_pre_logits():
     model = create_model("resnet18", num_classes=0).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 512)
+
+
+def test_the_param_count_table_matches_every_model_built_afresh():
+    """`cnnzoo list` reads cnnzoo/_param_counts.py; a stale entry would be a wrong number."""
+    from cnnzoo._param_counts import PARAM_COUNTS
+    from cnnzoo.registry import _build_and_count, list_models
+
+    fresh = {name: _build_and_count(name) for name in list_models()}
+    stale = {n: (PARAM_COUNTS.get(n), c) for n, c in fresh.items() if PARAM_COUNTS.get(n) != c}
+    assert not stale, (
+        f"table vs model: {stale}; rewrite it with "
+        "python -c 'from cnnzoo.registry import write_param_counts; write_param_counts()'"
+    )
+
+
+def test_list_builds_no_model(monkeypatch, capsys):
+    import cnnzoo.registry as registry
+    from cnnzoo.cli.main import main
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("cnnzoo list built a model")
+
+    monkeypatch.setattr(registry, "create_model", refuse)
+    assert main(["list"]) == 0
+    assert "resnet50" in capsys.readouterr().out

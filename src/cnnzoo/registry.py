@@ -13,6 +13,7 @@ import inspect
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -234,3 +235,39 @@ def create_model(
 
         load_pretrained(model, weights, model_name=name)
     return model
+
+
+def _build_and_count(name: str) -> int:
+    import torch
+
+    with torch.device("meta"):  # shapes only: nothing is allocated or initialised
+        model = create_model(name)
+    return sum(p.numel() for p in model.parameters())
+
+
+def num_params(name: str) -> int:
+    """Parameters of a registered model at its defaults.
+
+    The zoo's counts are a table written from the models themselves (``cnnzoo/_param_counts.py``,
+    checked against a fresh build of every model by the tests), so `cnnzoo list` builds no model;
+    a model registered outside the table is built on the meta device and counted.
+    """
+    from cnnzoo._param_counts import PARAM_COUNTS
+
+    if name in PARAM_COUNTS and name in _BUILDERS:
+        return PARAM_COUNTS[name]
+    model_info(name)  # an unknown name fails here, with its suggestion
+    return _build_and_count(name)
+
+
+def write_param_counts(path: str | os.PathLike | None = None) -> Path:
+    """Rewrite ``cnnzoo/_param_counts.py`` from every registered model (run after changing a model)."""
+    target = Path(path) if path else Path(__file__).with_name("_param_counts.py")
+    rows = "\n".join(f"    {n!r}: {_build_and_count(n)}," for n in list_models())
+    target.write_text(
+        '"""Parameters of every registered model at its defaults, written by\n'
+        "`cnnzoo.registry.write_param_counts()` from the models themselves; tests/test_registry.py\n"
+        'checks it against a fresh build. `cnnzoo list` reads it instead of building 80 models."""\n\n'
+        f"PARAM_COUNTS: dict[str, int] = {{\n{rows}\n}}\n"
+    )
+    return target

@@ -118,14 +118,10 @@ def _apply_threads(args: argparse.Namespace) -> None:
 
 
 def count_params(name: str) -> int:
-    """Parameters of a registered model at its defaults, counted on the meta device (no memory)."""
-    import torch
+    """Parameters of a registered model at its defaults (see `cnnzoo.registry.num_params`)."""
+    from cnnzoo.registry import num_params
 
-    from cnnzoo.registry import create_model
-
-    with torch.device("meta"):
-        model = create_model(name)
-    return sum(p.numel() for p in model.parameters())
+    return num_params(name)
 
 
 # -- verbs ------------------------------------------------------------------------------------
