@@ -128,10 +128,10 @@ def write_explorer(
     Raises FileExistsError if `path` exists and `overwrite` is False (checked before profiling).
     """
     path = Path(path)
+    if path.is_dir():  # even with overwrite: a folder is never replaced by a page
+        raise IsADirectoryError(f"{str(path)!r} is a folder; --out takes a file name, e.g. explorer.html")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite to replace it")
-    if path.is_dir():
-        raise IsADirectoryError(f"{str(path)!r} is a folder; --out takes a file name, e.g. explorer.html")
     start = time.perf_counter()
     data = explorer_data(names, progress=progress)
     page = render_explorer(data)
