@@ -121,6 +121,7 @@ def main() -> int:
             errors = [e for e in browser.console() if e.get("level") == "SEVERE"]
             if args.screenshot:
                 browser.set_window(1400, 1250)
+                browser.open("about:blank")  # a fresh load at the new width, not a fragment change
                 ready_ms(browser, page, "#a=vgg16&b=resnet50")
                 Path(args.screenshot).write_bytes(browser.screenshot())
                 print(f"wrote {args.screenshot}", file=sys.stderr)
