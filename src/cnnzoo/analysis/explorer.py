@@ -52,11 +52,12 @@ def _row(r: Layer) -> list[Any]:
     ]
 
 
-def model_entry(name: str, p: Profile | None = None) -> dict[str, Any]:
+def model_entry(name: str, *, p: Profile | None = None) -> dict[str, Any]:
     """Everything the page shows about one registered model at its default input size.
 
     `rows` are the rows `cnnzoo summary NAME` prints (elementwise rows hidden, as there), each a
     list in `ROW_FIELDS` order; `total` is the summary's totals row and `summary` its last line.
+    `p` reuses a profile of `name` made at its default input size.
     """
     from cnnzoo.registry import model_info
 
