@@ -262,6 +262,22 @@ def test_depthwise_separable_speedup() -> None:
     assert standard.total_macs / separable.total_macs == pytest.approx(9 * C / (9 + C))
 
 
+@pytest.mark.parametrize(
+    ("name", "tv_name"), [("mobilenet_v2", "mobilenet_v2"), ("resnext50_32x4d", "resnext50_32x4d")]
+)
+def test_conv_rows_record_groups(name: str, tv_name: str) -> None:
+    # The oracle: torchvision's own Conv2d modules (same names as cnnzoo's) and their `groups`
+    # (depthwise: groups = channels, 17 of them in MobileNetV2; ResNeXt: cardinality 32).
+    import torchvision
+
+    with torch.device("meta"):
+        tv = getattr(torchvision.models, tv_name)()
+    expected = {n: m.groups for n, m in tv.named_modules() if isinstance(m, nn.Conv2d)}
+    rows = profile(name).layers
+    assert {r.name: r.groups for r in rows if r.kind == "Conv2d"} == expected
+    assert all(r.groups is None for r in rows if r.kind != "Conv2d")  # not a convolution: no groups
+
+
 @pytest.mark.parametrize("t", [1, 6])
 def test_mobilenet_v2_block(t: int) -> None:
     # seeds/000: 1x1 C->tC (tHWC^2), depthwise 3x3 on tC (9tHWC), 1x1 tC->C (tHWC^2).

@@ -1,9 +1,9 @@
 """`cnnzoo report`'s HTML page, opened in a real headless browser (Debian's chromium).
 
 The browser is driven through chromedriver's W3C WebDriver HTTP API with the standard library
-(no selenium): open the page, let it load, then ask the browser itself whether every plot was
-decoded (`naturalWidth > 0`), whether the console logged errors, and whether anything was
-fetched from outside the page. A corrupt PNG is the negative control: the same checks must
+(no selenium; tests/browser.py): open the page, let it load, then ask the browser itself whether
+every plot was decoded (`naturalWidth > 0`), whether the console logged errors, and whether
+anything was fetched from outside the page. A corrupt PNG is the negative control: the same checks must
 catch it.
 
 Chromium is not optional here: without it the test fails and says how to install it.
@@ -11,120 +11,25 @@ Chromium is not optional here: without it the test fails and says how to install
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import re
-import shutil
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from browser import browser_session
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.experiments import EXPERIMENTS
 from cnnzoo.experiments.html import write_html_report
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALL = "apt-get install -y chromium chromium-driver (as root; `make test` installs them when missing)"
-
-
-def _find(*names: str) -> str | None:
-    for name in names:
-        path = shutil.which(name) or (f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None)
-        if path:
-            return path
-    return None
-
-
-class Browser:
-    """A headless chromium session behind chromedriver, spoken to in WebDriver JSON over HTTP."""
-
-    def __init__(self, chromium: str, chromedriver: str) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{port}"
-        self.driver = subprocess.Popen(
-            [chromedriver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if self._call("GET", "/status")["ready"]:
-                    break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                self.driver.kill()
-                raise RuntimeError("chromedriver did not start within 30 s")
-            time.sleep(0.1)
-        caps = {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--window-size=1280,1000",
-                ],
-            },
-            "goog:loggingPrefs": {"browser": "ALL"},
-        }
-        self.session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})["sessionId"]
-
-    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        req.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.loads(resp.read() or b"{}")["value"]
-
-    def open(self, path: Path) -> None:
-        self._call("POST", f"/session/{self.session}/url", {"url": path.resolve().as_uri()})
-        deadline = time.monotonic() + 30
-        while self.js("return document.readyState") != "complete":
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{path} did not finish loading")
-            time.sleep(0.05)
-
-    def js(self, script: str):
-        return self._call("POST", f"/session/{self.session}/execute/sync", {"script": script, "args": []})
-
-    def console(self) -> list[dict]:
-        return self._call("POST", f"/session/{self.session}/se/log", {"type": "browser"})
-
-    def screenshot(self) -> bytes:
-        return base64.b64decode(self._call("GET", f"/session/{self.session}/screenshot"))
-
-    def close(self) -> None:
-        try:
-            self._call("DELETE", f"/session/{self.session}")
-        finally:
-            self.driver.terminate()
-            self.driver.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, chromedriver = _find("chromium", "chromium-browser"), _find("chromedriver")
-    if chromium is None or chromedriver is None:
-        missing = " and ".join(
-            n for n, p in (("chromium", chromium), ("chromedriver", chromedriver)) if p is None
-        )
-        pytest.fail(
-            f"the HTML report is checked in a real browser, but {missing} is not installed: {INSTALL}"
-        )
-    b = Browser(chromium, chromedriver)
-    yield b
-    b.close()
+    yield from browser_session("the HTML report")
 
 
 PAGE_STATE = """

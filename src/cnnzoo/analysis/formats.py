@@ -19,7 +19,15 @@ from typing import Any
 
 from cnnzoo.analysis.profile import Layer, Profile
 
-__all__ = ["FORMATS", "LECTURE_COLUMNS", "csv_cell", "render_profile", "render_rows"]
+__all__ = [
+    "FORMATS",
+    "LECTURE_COLUMNS",
+    "csv_cell",
+    "lecture_row",
+    "lecture_total",
+    "render_profile",
+    "render_rows",
+]
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -106,7 +114,8 @@ def number(x: float, unit: float = 1.0) -> str:
     return f"{v:.2f}"
 
 
-def _lecture_row(r: Layer) -> dict[str, Any]:
+def lecture_row(r: Layer) -> dict[str, Any]:
+    """One row of the lecture's table as `cnnzoo summary` prints it (the explorer shows the same)."""
     c_in, sp_in = _split(r.input_shape)
     c_out, sp_out = _split(r.output_shape)
     return {
@@ -125,6 +134,21 @@ def _lecture_row(r: Layer) -> dict[str, Any]:
         "MACs (M)": number(r.macs, 1e6),
         "RF": "" if r.receptive_field is None else r.receptive_field,
     }
+
+
+def lecture_total(p: Profile) -> dict[str, Any]:
+    """The table's totals row: memory, parameters, MACs and the largest receptive field."""
+    total: dict[str, Any] = {c: "" for c in LECTURE_COLUMNS}
+    total.update(
+        {
+            "layer": "total",
+            "memory (KB)": number(p.total_memory_bytes, 1024),
+            "params (K)": number(p.total_params, 1e3),
+            "MACs (M)": number(p.total_macs, 1e6),
+            "RF": "" if p.receptive_field is None else p.receptive_field,
+        }
+    )
+    return total
 
 
 def _csv_row(r: Layer) -> dict[str, Any]:
@@ -221,18 +245,8 @@ def render_profile(
             }
         )
         return render_rows(data, CSV_COLUMNS, "csv")
-    data = [_lecture_row(r) for r in rows]
-    total = {c: "" for c in LECTURE_COLUMNS}
-    total.update(
-        {
-            "layer": "total",
-            "memory (KB)": number(p.total_memory_bytes, 1024),
-            "params (K)": number(p.total_params, 1e3),
-            "MACs (M)": number(p.total_macs, 1e6),
-            "RF": "" if p.receptive_field is None else p.receptive_field,
-        }
-    )
-    data.append(total)
+    data = [lecture_row(r) for r in rows]
+    data.append(lecture_total(p))
     text = render_rows(data, LECTURE_COLUMNS, fmt)
     return text + "\n\n" + summary_line(p) if fmt == "table" else text
 

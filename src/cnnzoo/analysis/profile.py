@@ -78,6 +78,7 @@ class Layer:
     receptive_field: int | float | None = None
     effective_stride: int | float | None = None
     elementwise: bool = False
+    groups: int | None = None  # of a convolution: 1 dense, its input channels when depthwise
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -537,6 +538,8 @@ class _Tracer(TorchFunctionMode):
                 )
             padding = _ntuple(padding, n)
             self._set_geometry(row, k, stride, padding)
+            if row.groups is None:
+                row.groups = int(groups)
             if row.filters is None:
                 row.filters = int(w.shape[1]) * int(groups) if transposed else int(w.shape[0])
             if f_in is None:
