@@ -234,13 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="OUT.png", help="also plot top-1 against MACs (needs matplotlib)")
     p.set_defaults(func=cmd_compare)
     # Verbs of the other packages register themselves.
-    from cnnzoo.cli import count_cmd, data_cmd, deploy_cmd, experiment_cmd, train_cmd
+    from cnnzoo.cli import count_cmd, data_cmd, deploy_cmd, experiment_cmd, train_cmd, visualize_cmd
 
     data_cmd.add_parser(sub)
     train_cmd.add_parsers(sub)
     deploy_cmd.add_parsers(sub)
     count_cmd.add_parser(sub)
     experiment_cmd.add_parsers(sub)
+    visualize_cmd.add_parser(sub)
     return parser
 
 
