@@ -194,11 +194,12 @@ def test_gradcam_at_a_coarse_layer_is_upsampled_to_the_input():
     assert cam.shape == (2, 1, 8, 8) and (cam >= 0).all()
 
 
-def test_occlusion_equals_the_drop_in_probability_computed_by_hand():
+@pytest.mark.parametrize("fill", [0.0, -0.8])  # the mean colour; black for mean 0.4, std 0.5
+def test_occlusion_equals_the_drop_in_probability_computed_by_hand(fill):
     net, x = RegionNet().eval(), image()
     window, stride = 3, 1
-    got = maps.occlusion(net, x, 0, window=window, stride=stride, batch=7)
-    # By hand: slide a zero square, record p0(x) - p0(occluded), average over covering squares.
+    got = maps.occlusion(net, x, 0, window=window, stride=stride, fill=[fill], batch=7)
+    # By hand: slide a `fill` square, record p0(x) - p0(occluded), average over covering squares.
     with torch.no_grad():
         p = net(x).softmax(1)[0, 0]
         total = torch.zeros(SIDE, SIDE)
@@ -206,12 +207,21 @@ def test_occlusion_equals_the_drop_in_probability_computed_by_hand():
         for top in range(0, SIDE - window + 1, stride):
             for left in range(0, SIDE - window + 1, stride):
                 hidden = x.clone()
-                hidden[..., top : top + window, left : left + window] = 0
+                hidden[..., top : top + window, left : left + window] = fill
                 total[top : top + window, left : left + window] += p - net(hidden).softmax(1)[0, 0]
                 count[top : top + window, left : left + window] += 1
     torch.testing.assert_close(got[0, 0], total / count)
     peak = divmod(int(got[0, 0].flatten().argmax()), SIDE)
     assert 1 <= peak[0] <= 3 and 2 <= peak[1] <= 4  # hiding the region hurts class 0 most
+
+
+def test_default_layer_is_the_last_feature_map_before_the_head():
+    from cnnzoo.registry import create_model
+    from cnnzoo.visualize.subject import default_layer
+
+    # Grad-CAM's choice; resnet20's empty final norm (nn.Identity) is no layer of its own.
+    assert default_layer(create_model("lenet5").eval(), (1, 28, 28)) == "pool2"
+    assert default_layer(create_model("resnet20").eval(), (3, 32, 32)) == "layer3.2.act_out"
 
 
 def test_saliency_is_the_input_gradients_magnitude():
@@ -263,7 +273,7 @@ KIND_ARGS = {
     "deconv": ["--data", "fake", "--channels", "0,2", "--top", "4", "--batch-size", "16"],
     "gradcam": ["IMAGES", "--class", "1"],
     "saliency": ["IMAGES"],
-    "occlusion": ["IMAGES", "--window", "7", "--stride", "7"],
+    "occlusion": ["IMAGES", "--window", "7", "--stride", "7", "--fill", "black"],
 }
 
 
@@ -348,7 +358,7 @@ def test_titles_say_when_weights_are_random(trained_run):
         title = fig.axes[0].get_title()
         assert ("RANDOM weights" in title) is random
         assert "conv1: 6 filters of 5x5" in title
-        assert fig.axes[1].get_ylabel().startswith("weight, normalised per filter")  # the colour bar
+        assert fig.axes[1].get_ylabel().startswith("weight, scaled per filter")  # the colour bar
         import matplotlib.pyplot as plt
 
         plt.close(fig)

@@ -276,8 +276,14 @@ def _attribution(args: argparse.Namespace, subject: Any, writer: _Writer) -> Non
                 heat = maps.saliency(subject.model, xi, t)
                 detail = "saliency, the input gradient"
             else:
-                heat = maps.occlusion(subject.model, xi, t, window=window, stride=stride)
-                detail = f"occlusion, {window}x{window} grey square every {stride} px"
+                fill = (
+                    [0.0] * xi.shape[1]
+                    if args.fill == "mean"
+                    else [-m / s for m, s in zip(subject.mean, subject.std, strict=True)]
+                )
+                heat = maps.occlusion(subject.model, xi, t, window=window, stride=stride, fill=fill)
+                colour = "mean-colour (grey)" if args.fill == "mean" else "black"
+                detail = f"occlusion, {window}x{window} {colour} square every {stride} px"
             cls = subject.classes[t]
 
             def make(i=i, stem=stem, heat=heat, t=t, detail=detail, cls=cls, predicted=predicted) -> Any:
@@ -293,7 +299,8 @@ def _attribution(args: argparse.Namespace, subject: Any, writer: _Writer) -> Non
                     detail=detail,
                 )
 
-            writer.add(f"{args.kind}-{_slug(stem)}-{_slug(cls)}.png", make)
+            tag = "-black" if args.kind == "occlusion" and args.fill == "black" else ""
+            writer.add(f"{args.kind}-{_slug(stem)}-{_slug(cls)}{tag}.png", make)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -341,6 +348,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--stride", type=int, metavar="PX", help="occlusion: step (default: a quarter of the window)"
+    )
+    p.add_argument(
+        "--fill",
+        choices=["mean", "black"],
+        default="mean",
+        help="occlusion: the square's colour, the dataset's mean (grey, as Zeiler & Fergus) or black",
     )
     p.add_argument("--model", help="architecture, for checkpoint files that do not name it")
     p.add_argument(

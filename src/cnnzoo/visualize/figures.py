@@ -34,31 +34,34 @@ def _bare(ax: Any) -> None:
 def filters_figure(
     subject: Subject, layer: str, images: torch.Tensor, *, mean_over_inputs: bool, in_chans: int
 ) -> Any:
-    """The mosaic of a layer's filters, index in each tile's corner."""
+    """The mosaic of a layer's filters; the axes' ticks give each tile's filter index."""
     plt = pyplot()
     n, c, k, _ = images.shape
     ncols = max(1, math.ceil(math.sqrt(n)))
+    nrows = math.ceil(n / ncols)
     mosaic = tile(images, ncols=ncols, pad=1, fill=1.0 if c == 3 else float("nan"))
-    side = min(9.0, 1.2 + 0.55 * ncols * max(1.0, k / 5))
-    fig, ax = plt.subplots(figsize=(side + 1.4, side), layout="constrained")
+    side = min(9.0, max(4.2, 0.5 * ncols * max(1.0, k / 5)))
+    fig, ax = plt.subplots(figsize=(side + 2.2, side + 1.0), layout="constrained")
     im = _show(ax, mosaic, vmin=0, vmax=1)
-    if n <= 64:
-        for i in range(n):
-            r, col = divmod(i, ncols)
-            ax.text(1 + col * (k + 1), 1 + r * (k + 1), str(i), color="red", fontsize=7, va="top", ha="left")
+    centre = 1 + (k - 1) / 2
+    ax.set_xticks([centre + i * (k + 1) for i in range(ncols)], [f"+{i}" for i in range(ncols)])
+    ax.set_yticks([centre + r * (k + 1) for r in range(nrows)], [str(r * ncols) for r in range(nrows)])
+    ax.tick_params(length=0, labelsize=8 if ncols <= 8 else 6)
     what = (
-        f"mean over its {in_chans} input channels of each filter"
+        f"each filter's mean kernel over its {in_chans} input channels"
         if mean_over_inputs
-        else ("RGB" if c == 3 else "grey") + " kernels"
+        else ("RGB" if c == 3 else "grey") + " kernels as they are"
     )
-    ax.set_title(f"{subject.label}\n{layer}: {n} filters of {k}x{k}, {what}", fontsize=10)
-    ax.set_xlabel(f"filters left to right, {ncols} per row (red: filter index)")
-    _bare(ax)
+    ax.set_title(f"{subject.label}\n{layer}: {n} filters of {k}x{k}\n({what})", fontsize=10)
+    ax.set_xlabel("filter index = row label + column label")
+    ax.set_ylabel("first filter of the row")
     if c == 1:
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        bar.set_label("weight, normalised per filter (0 = its min, 1 = its max)")
+        bar.set_label("weight, scaled per filter\n(0 = its min, 1 = its max)")
     else:
-        ax.set_ylabel("each filter scaled from its min (black) to its max (white)")
+        ax.set_xlabel(
+            "filter index = row label + column label\neach filter scaled from its min (black) to its max (white)"
+        )
     return fig
 
 
@@ -171,7 +174,7 @@ _ATTRIBUTION = {
     "saliency": ("saliency (Simonyan et al. 2013)", "|d score / d pixel|, max over channels", "inferno"),
     "occlusion": (
         "occlusion (Zeiler & Fergus 2013)",
-        "drop in the class's probability when a grey square hides the place",
+        "drop in the class's probability when the square hides the place",
         "RdBu_r",
     ),
 }
@@ -207,8 +210,10 @@ def attribution_figure(
     bar = fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04)
     bar.set_label(bar_label, fontsize=8)
     axes[2].imshow(grey[0].numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    axes[2].imshow(h.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.55, interpolation="bilinear")
-    axes[2].set_title("over the input (grey)", fontsize=9)
+    # Only where the map says something, so that the input stays readable under it.
+    shown = h.masked_fill(h.abs() < 0.1 * float(h.abs().max()), float("nan"))
+    axes[2].imshow(shown.numpy(), cmap=cmap, vmin=vmin, vmax=vmax, alpha=0.6, interpolation="nearest")
+    axes[2].set_title("over the input (grey), where |map| >= 10% of its max", fontsize=9)
     for ax in axes:
         ax.set_xlabel(f"x (px), {pixels.shape[-1]} wide", fontsize=8)
         ax.set_ylabel(f"y (px), {pixels.shape[-2]} high", fontsize=8)

@@ -340,15 +340,16 @@ def occlusion(
     *,
     window: int,
     stride: int,
+    fill: float | Sequence[float] = 0.0,
     batch: int = 64,
 ) -> torch.Tensor:
     """Zeiler & Fergus 2013's occlusion sensitivity (Sec. 4.2, Fig. 7): the drop in the class's
     probability when a grey square hides each place, by Captum's `Occlusion`.
 
-    The square is the dataset's mean colour (0 in the normalised input), `window` pixels wide,
-    slid by `stride`; a pixel's value is the mean drop over the squares that cover it (Captum's
-    convention; Z&F plot one value per square position). Positive: hiding it lowers the class's
-    probability. Returns (N, 1, H, W).
+    The square is `fill` in the normalised input (per channel, or one value; 0 is the dataset's
+    mean colour, Z&F's grey), `window` pixels wide, slid by `stride`; a pixel's value is the
+    mean drop over the squares that cover it (Captum's convention; Z&F plot one value per
+    square position). Positive: hiding it lowers the class's probability. Returns (N, 1, H, W).
     """
     need_captum()
     from captum.attr import Occlusion
@@ -358,7 +359,7 @@ def occlusion(
         x,
         sliding_window_shapes=(c, window, window),
         strides=(c, stride, stride),
-        baselines=0.0,
+        baselines=torch.as_tensor(fill, dtype=x.dtype).reshape(1, -1, 1, 1).expand_as(x).contiguous(),
         target=_targets(target, x),
         perturbations_per_eval=batch,
     )

@@ -167,7 +167,8 @@ def spatial_layers(model: nn.Module, input_size: tuple[int, ...]) -> list[str]:
             if name not in order:
                 order.append(name)
 
-    leaves = [m for m in model.modules() if not m._modules]
+    # nn.Identity placeholders (a post-activation net's empty final norm) only repeat a map.
+    leaves = [m for m in model.modules() if not m._modules and not isinstance(m, nn.Identity)]
     handles = [m.register_forward_hook(hook) for m in leaves]
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
