@@ -136,13 +136,22 @@ def _images(args: argparse.Namespace, subject: Any) -> Any:
     return load_images(args.images, subject).to(args.device)
 
 
-def _activations(args: argparse.Namespace, subject: Any, writer: _Writer) -> None:
-    from cnnzoo.visualize.figures import activations_figure
-    from cnnzoo.visualize.maps import feature_maps
+def _conv_layers(subject: Any) -> list[str]:
+    """The Conv2d layers in execution order (every spatial layer for a net without one)."""
+    import torch
+
     from cnnzoo.visualize.subject import spatial_layers
 
     order = spatial_layers(subject.model, subject.input_size)
-    convs = [n for n in order if type(dict(subject.model.named_modules())[n]).__name__ == "Conv2d"] or order
+    modules = dict(subject.model.named_modules())
+    return [n for n in order if isinstance(modules[n], torch.nn.Conv2d)] or order
+
+
+def _activations(args: argparse.Namespace, subject: Any, writer: _Writer) -> None:
+    from cnnzoo.visualize.figures import activations_figure
+    from cnnzoo.visualize.maps import feature_maps
+
+    convs = _conv_layers(subject)
     picks = sorted({0, len(convs) // 2, len(convs) - 1}) if len(convs) > 2 else range(len(convs))
     layers = _layers(args, subject, [convs[i] for i in picks])
     x = _images(args, subject)
@@ -166,22 +175,16 @@ def _deconv(args: argparse.Namespace, subject: Any, writer: _Writer) -> None:
     import torch
 
     from cnnzoo.visualize.figures import deconv_figure
-    from cnnzoo.visualize.maps import deconv_project, support_box, top_activations
-    from cnnzoo.visualize.subject import spatial_layers
+    from cnnzoo.visualize.maps import deconv_project, feature_maps, support_box, top_activations
 
-    order = spatial_layers(subject.model, subject.input_size)
-    convs = [n for n in order if type(dict(subject.model.named_modules())[n]).__name__ == "Conv2d"] or order
-    layers = _layers(args, subject, [convs[-1]])
+    layers = _layers(args, subject, [_conv_layers(subject)[-1]])
     data = args.data or subject.data
     if not data:
         raise UsageError("which images? pass --data NAME (a model name brings no dataset)")
     stream = _stream(args, subject, data)
     for name, module in layers:
-        with torch.no_grad():
-            probe = torch.zeros(1, *subject.input_size, device=args.device)
-            from cnnzoo.visualize.maps import feature_maps
-
-            width = feature_maps(subject.model, [module], probe)[0].shape[1]
+        probe = torch.zeros(1, *subject.input_size, device=args.device)
+        width = feature_maps(subject.model, [module], probe)[0].shape[1]
         channels = args.channels or list(range(min(8, width)))
         if max(channels) >= width:
             raise UsageError(f"--channels: {name} has {width} channels (0..{width - 1})")
