@@ -315,7 +315,7 @@ def add_parser(subparsers: Any) -> None:
         "ones as each filter's mean kernel), activations (feature maps of layers for IMAGEs), deconv "
         "(Zeiler & Fergus 2013: per channel, the top images of a dataset split projected back to "
         "pixels, beside their patches), gradcam, saliency and occlusion (for IMAGEs and --class; "
-        "these need Captum: pip install 'cnnzoo[viz]'). SOURCE is a run folder, a checkpoint file or "
+        "these need Captum: pip install 'cnnzoo[viz]'). RUN_or_MODEL is a run folder, a checkpoint file or "
         "a model name (random weights unless --pretrained imagenet). Layers are named as `cnnzoo "
         "summary MODEL` prints them. PNGs go into --out; their paths are printed.",
     )
