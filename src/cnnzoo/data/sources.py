@@ -180,7 +180,10 @@ def _download(url: str, dest: Path, md5: str, quiet: bool) -> None:
             total = int(r.headers.get("Content-Length") or 0)
             # The archive, its decompressed files and the processed cache: about four times it.
             ensure_free_space(
-                dest.parent, 4 * total, what=f"{dest.name}", fix="free some space or set $CNNZOO_DATA elsewhere"
+                dest.parent,
+                4 * total,
+                what=f"{dest.name}",
+                fix="free some space or set $CNNZOO_DATA elsewhere",
             )
             done, shown = 0, -1
             while block := r.read(1 << 20):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from torch import nn
 
 from cnnzoo.train.checkpoint import resolve_weights
 
-__all__ = ["LoadedModel", "evaluate", "load_model", "predict"]
+__all__ = ["LoadedModel", "evaluate", "load_model", "predict", "prepare_images"]
 
 
 @dataclass
@@ -186,6 +187,28 @@ def _load_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
     return img
 
 
+def prepare_images(
+    images: Sequence[str | os.PathLike],
+    *,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> torch.Tensor:
+    """Image files as one normalised (N, C, H, W) batch: resized (bilinear, antialiased) to
+    `input_size`, grey or RGB as its C says, then (pixel / 255 - mean) / std as in training."""
+    import torch.nn.functional as F
+
+    c, h, w = input_size
+    mean_t = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
+    std_t = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+    batch = []
+    for p in images:
+        img = _load_image(p, c).float().div(255)
+        img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+        batch.append((img - mean_t) / std_t)
+    return torch.stack(batch)
+
+
 @torch.no_grad()
 def predict(
     path: str | os.PathLike,
@@ -203,21 +226,14 @@ def predict(
     channels_last, or ONNX Runtime for long jobs). The result is a list with a `runtime`
     attribute saying which path ran and why.
     """
-    import torch.nn.functional as F
-
     from cnnzoo.deploy.fastest import Predictions, run_fastest
 
     loaded = load_model(path, model=model, device=device)
     run = loaded.run
     c, h, w = run.get("input_size") or (loaded.model.in_chans, 224, 224)
-    mean = torch.tensor(run.get("mean") or [0.5] * c).view(-1, 1, 1)
-    std = torch.tensor(run.get("std") or [0.5] * c).view(-1, 1, 1)
-    batch = []
-    for p in images:
-        img = _load_image(p, c).float().div(255)
-        img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-        batch.append((img - mean) / std)
-    x = torch.stack(batch).to(device)
+    x = prepare_images(
+        images, input_size=(c, h, w), mean=run.get("mean") or [0.5] * c, std=run.get("std") or [0.5] * c
+    ).to(device)
     if fast:
         logits, choice = run_fastest(loaded.model, x)
     else:
