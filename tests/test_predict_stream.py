@@ -181,7 +181,12 @@ def test_many_files_stream_in_batches_as_json_lines(tmp_path, capsys, run_dir):
     records = json_lines(out)
     assert code == 0 and [r["image"] for r in records] == paths
     assert all(len(r["top"]) == 2 and r["top"][0]["prob"] >= r["top"][1]["prob"] for r in records)
-    assert "predict ran on" in err
+    assert "predict ran on" in err and "150/150" not in err  # no bar: not a terminal, under 1000
+    code, _, err = cli(
+        capsys, "predict", str(run_dir), str(tmp_path / "many"), "--progress", "--format", "csv", "--no-fast"
+    )
+    assert code == 0 and "predict [########################] 150/150" in err
+    assert "predict ran on eager PyTorch (fast=False)" in err
 
 
 def test_csv_quotes_formula_like_cells(tmp_path, capsys, run_dir):

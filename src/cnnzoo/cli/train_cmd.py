@@ -246,6 +246,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         skip_unreadable=args.skip_unreadable,
+        fast=args.fast,
     )
     columns = ["image", "rank", "class", "prob"] + (["error"] if args.skip_unreadable else [])
     # Widths from every name up front: the table's first line cannot wait for the last image.
@@ -484,7 +485,7 @@ def add_parsers(subparsers: Any) -> None:
         help="write the results to FILE (filled as they come, renamed into place at the end)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument(
         "--workers", type=int, default=0, metavar="N", help="processes decoding images (default 0: this one)"
     )
@@ -492,6 +493,13 @@ def add_parsers(subparsers: Any) -> None:
         "--skip-unreadable",
         action="store_true",
         help="report an unreadable image (on stderr and as an 'error' row) and go on, instead of stopping",
+    )
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the fastest exact inference path, checked on the first batch (default); --no-fast: "
+        "eager PyTorch, the least memory (an ONNX Runtime session holds its own buffers)",
     )
     p.add_argument(
         "--progress",

@@ -314,7 +314,7 @@ class PredictionStream:
         top_k: int = 5,
         device: str = "cpu",
         fast: bool = True,
-        batch_size: int = 64,
+        batch_size: int = 32,
         workers: int = 0,
         skip_unreadable: bool = False,
     ) -> None:
@@ -401,7 +401,7 @@ def predict_stream(
     model: str | None = None,
     device: str = "cpu",
     fast: bool = True,
-    batch_size: int = 64,
+    batch_size: int = 32,
     workers: int = 0,
     skip_unreadable: bool = False,
 ) -> PredictionStream:
@@ -440,7 +440,7 @@ def predict(
     model: str | None = None,
     device: str = "cpu",
     fast: bool = True,
-    batch_size: int = 64,
+    batch_size: int = 32,
 ) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image, as a list (`predict_stream`, collected).
 
