@@ -21,6 +21,7 @@ from torch import nn
 import cnnzoo
 import train_fakes
 from cnnzoo.cli.main import main
+from cnnzoo.cli.streaming import csv_safe
 from cnnzoo.data.decode import ImageDecodeError, decode_image, expand_images
 from cnnzoo.train.evaluate import load_model, predict, predict_stream, tta_log_probs, tta_views
 
@@ -200,8 +201,6 @@ def test_csv_quotes_formula_like_cells(tmp_path, capsys, run_dir):
     assert {r["class"] for r in rows} == {"cat", "'=dog", "owl"}
     # Image names are the paths given: absolute here, so harmless; relative ones are tested below.
     assert {r["image"] for r in rows} == set(paths)
-    from cnnzoo.cli.streaming import csv_safe
-
     names = [Path(p).name for p in paths]
     assert [csv_safe(n) for n in names] == [
         "'=HYPERLINK(1).png",
@@ -217,11 +216,11 @@ def test_csv_escapes_relative_file_names(tmp_path, capsys, run_dir, monkeypatch)
     monkeypatch.chdir(tmp_path)
     Image.new("RGB", (8, 8)).save("=cmd.png")
     Image.new("RGB", (8, 8)).save("@x.png")
-    code, out, _ = cli(
-        capsys, "predict", str(run_dir), "=cmd.png", "@x.png", "--format", "csv", "--top-k", "1"
-    )
+    Image.new("RGB", (8, 8)).save("+1.png")
+    argv = ["predict", str(run_dir), "=cmd.png", "@x.png", "+1.png", "--format", "csv", "--top-k", "1"]
+    code, out, _ = cli(capsys, *argv)
     rows = list(csv.DictReader(io.StringIO(out)))
-    assert code == 0 and [r["image"] for r in rows] == ["'=cmd.png", "'@x.png"]
+    assert code == 0 and [r["image"] for r in rows] == ["'=cmd.png", "'@x.png", "'+1.png"]
 
 
 def test_out_file_is_written_atomically_and_never_overwritten_silently(tmp_path, capsys, run_dir):
