@@ -348,9 +348,9 @@ def test_eval_tta_records_the_protocol_and_matches_a_manual_ten_crop(tmp_path, c
     argv = ["eval", str(tmp_path / "m.safetensors"), "--data", "fake", "--confusion", "", "--format", "json"]
     results = {}
     for tta in ("center", "10crop"):
-        code, out, _ = cli(capsys, *argv, "--tta", tta)
+        code, out, err = cli(capsys, *argv, "--tta", tta, "--progress")
         results[tta] = json.loads(out)
-        assert code == 0 and results[tta]["tta"] == tta
+        assert code == 0 and results[tta]["tta"] == tta and f"eval ({tta}) [" in err
     # The oracle: torchvision's ten_crop of each test image resized to 12 * 256/224 = 14 px.
     *_, test, _ = train_fakes.make_loaders("fake", batch_size=1000, val_fraction=0.0)
     x, y = next(iter(test))

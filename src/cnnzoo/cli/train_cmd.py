@@ -190,6 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         root=args.data_root,
         tta=args.tta,
+        progress=args.progress,
     )
     confusion_png = args.confusion
     if confusion_png is None:
@@ -455,6 +456,12 @@ def add_parsers(subparsers: Any) -> None:
         help="test-time protocol: the plain image (center), averaged with its mirror (flip), or the "
         "ILSVRC crops: 4 corners + centre of the image upsampled by 256/224 (5crop), and their "
         "mirrors (10crop); softmax averaged. Recorded in the results",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar of batches on stderr (default: on a terminal)",
     )
     p.add_argument("--format", choices=["table", "json"], default="table")
     add_threads_flag(p)

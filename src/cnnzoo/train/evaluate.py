@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnzoo.train.checkpoint import resolve_weights
+from cnnzoo.train.progress import ProgressBar
 
 __all__ = [
     "TTA_PROTOCOLS",
@@ -191,10 +192,12 @@ def evaluate(
     root: str | None = None,
     loaders: Any = None,
     tta: str = "center",
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5, loss, per-class accuracy and the confusion matrix on the test split.
 
     `tta` is the test-time protocol (`TTA_PROTOCOLS`, see `tta_views`); the result names it.
+    `progress` draws a bar of batches on stderr (default: when stderr is a terminal).
     `loaders` is an optional callable with `cnnzoo.data.make_loaders`'s signature (tests pass
     their own); by default the dataset named by `data` or by the run is loaded.
     """
@@ -224,6 +227,8 @@ def evaluate(
     confusion = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, n, top5 = 0.0, 0, 0
     k = min(5, n_cls)
+    total = len(test_loader) if hasattr(test_loader, "__len__") else 0
+    bar = ProgressBar(total, desc=f"eval ({tta})", enabled=progress)
     for x, y in test_loader:
         x, y = x.to(device), y.to(device)
         # Per batch, only the counts are kept: memory does not grow with the test set.
@@ -233,6 +238,8 @@ def evaluate(
         confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
         top5 += int((log_probs.topk(k, 1).indices == y[:, None]).any(1).sum())
         n += y.shape[0]
+        bar.update(1)
+    bar.close()
     n = max(n, 1)
     per_class_total = confusion.sum(1).clamp(min=1)
     per_class = (confusion.diag().double() / per_class_total).tolist()
