@@ -375,7 +375,7 @@ def test_predict_cli_gives_top_k_class_names(trained, capsys, tmp_path):
         Image.fromarray(img[0].numpy()).resize((48, 48)).save(p)  # other sizes are resized back
         paths.append(str(p))
     code, out, _ = cli(capsys, "predict", str(trained), *paths, "--top-k", "2", "--format", "json")
-    result = json.loads(out)
+    result = [json.loads(line) for line in out.splitlines()]  # JSON lines, one object per image
     assert code == 0 and [r["image"] for r in result] == paths
     for r in result:
         assert len(r["top"]) == 2 and r["top"][0]["prob"] >= r["top"][1]["prob"]

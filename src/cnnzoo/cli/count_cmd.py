@@ -226,33 +226,59 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 # -- predict -------------------------------------------------------------------------------------
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnzoo.counting.train import predict_counts
+    from cnnzoo.cli.streaming import RowWriter
+    from cnnzoo.cli.train_cmd import PROGRESS_IMAGES
+    from cnnzoo.counting.train import iter_counts
+    from cnnzoo.data.decode import expand_images
     from cnnzoo.train.plots import have_matplotlib
+    from cnnzoo.train.progress import ProgressBar
 
-    results = predict_counts(args.checkpoint, args.images, device=args.device)
+    files = expand_images(args.images)
     out = Path(args.out) if args.out else Path(".")
     single_file = args.out is not None and out.suffix.lower() == ".png"
-    if single_file and len(results) > 1:
+    if single_file and len(files) > 1:
         raise UsageError("--out names one .png but several images were given; pass a folder")
-    rows = []
-    for r in results:
-        row = {"image": r["image"], "count": round(r["count"], 2)}
-        if r["mode"] != "RGB":
-            print(f"note: {r['image']} is {r['mode']}, counted as RGB", file=sys.stderr)
-        if have_matplotlib() and args.out != "":
-            from cnnzoo.counting.plots import plot_density_overlay
+    draw = have_matplotlib() and args.out != ""
+    columns = ["image", "count", "picture"] + (["error"] if args.skip_unreadable else [])
+    writer = RowWriter(sys.stdout, "json" if args.format == "json" else "csv", columns)
+    show = (
+        args.progress if args.progress is not None else sys.stderr.isatty() or len(files) >= PROGRESS_IMAGES
+    )
+    bar = ProgressBar(len(files), desc="count", enabled=show)
+    clear = bar.enabled and sys.stdout.isatty() and sys.stderr.isatty()
+    skipped = 0
+    try:
+        for r in iter_counts(
+            args.checkpoint, files, device=args.device, skip_unreadable=args.skip_unreadable
+        ):
+            if clear:
+                sys.stderr.write("\r" + " " * 100 + "\r")
+            bar.update(1)
+            if "error" in r:
+                skipped += 1
+                print(f"cnnzoo: skipped: {r['error']}", file=sys.stderr)
+                if args.format != "text":
+                    writer.write(r)
+                continue
+            row = {"image": r["image"], "count": round(r["count"], 2)}
+            if r["mode"] != "RGB":
+                print(f"note: {r['image']} is {r['mode']}, counted as RGB", file=sys.stderr)
+            if draw:
+                from cnnzoo.counting.plots import plot_density_overlay
 
-            path = out if single_file else out / f"{Path(r['image']).stem}-density.png"
-            row["picture"] = str(
-                plot_density_overlay(r["rgb"], r["density"], path, count=r["count"], title=r["model"])
-            )
-        rows.append(row)
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        pic = f"  ({row['picture']})" if "picture" in row else ""
-        print(f"{row['image']}: {row['count']:.1f} people{pic}")
+                path = out if single_file else out / f"{Path(r['image']).stem}-density.png"
+                row["picture"] = str(
+                    plot_density_overlay(r["rgb"], r["density"], path, count=r["count"], title=r["model"])
+                )
+            if args.format == "text":
+                pic = f"  ({row['picture']})" if "picture" in row else ""
+                print(f"{row['image']}: {row['count']:.1f} people{pic}", flush=True)
+            else:
+                writer.write(row)
+    finally:
+        bar.close()
+    if skipped:
+        print(f"cnnzoo: skipped {skipped} of {len(files)} images that could not be read", file=sys.stderr)
     return 0
 
 
@@ -373,12 +399,30 @@ def add_parser(subparsers: Any) -> None:
     p = sub.add_parser(
         "predict",
         help="count the people in images and draw each density map over its image",
-        description="Writes IMAGE-density.png (into --out, default the current folder).",
+        description="Writes IMAGE-density.png (into --out, default the current folder). IMAGE may be "
+        "a file, a folder (searched recursively for image files) or a quoted glob; images are "
+        "counted one at a time and each line is printed as soon as it is known.",
     )
     p.add_argument("checkpoint", metavar="RUN_or_CHECKPOINT")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--out", metavar="DIR_or_PNG", help="folder for the pictures, or one .png ('' for none)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "csv"],
+        default="text",
+        help="text, csv, or json (JSON lines: one object per image)",
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="report an unreadable image (on stderr and as an 'error' row) and go on, instead of stopping",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: on a terminal, or from 1000 images)",
+    )
     add_threads_flag(p)
     p.set_defaults(func=cmd_predict)

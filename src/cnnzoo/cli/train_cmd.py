@@ -190,6 +190,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         root=args.data_root,
+        tta=args.tta,
+        progress=args.progress,
     )
     confusion_png = args.confusion
     if confusion_png is None:
@@ -201,7 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{result['model']} on {result['data']} ({result['samples']} test images): "
+        f"{result['model']} on {result['data']} ({result['samples']} test images, {result['tta']}): "
         f"top-1 {100 * result['test_top1']:.2f}%, top-5 {100 * result['test_top5']:.2f}%, "
         f"loss {result['test_loss']:.4f}"
     )
@@ -213,24 +215,89 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 # -- predict ------------------------------------------------------------------------------------
+# Past this many images a progress bar is worth its lines in a log file, terminal or not.
+PROGRESS_IMAGES = 1000
+
+
+def _predict_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    suffix = Path(args.out).suffix.lower() if args.out else ""
+    return {".csv": "csv", ".json": "json", ".jsonl": "json"}.get(suffix, "table")
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cnnzoo.train.evaluate import predict
+    from cnnzoo.cli.streaming import RowWriter, check_output, open_output
+    from cnnzoo.train.evaluate import predict_stream
+    from cnnzoo.train.progress import ProgressBar
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be >= 1, got {args.top_k}")
-    results = predict(args.checkpoint, args.images, top_k=args.top_k, model=args.model, device=args.device)
-    runtime = getattr(results, "runtime", None)
-    if runtime:  # on stderr, so that the table or JSON on stdout stays machine-readable
-        print(f"cnnzoo: predict ran on {runtime['description']}", file=sys.stderr)
-    if args.format == "json":
-        print(json.dumps(results, indent=2))
-        return 0
-    rows = [
-        {"image": r["image"], "rank": i + 1, "class": t["class"], "prob": f"{t['prob']:.4f}"}
-        for r in results
-        for i, t in enumerate(r["top"])
-    ]
-    print(_render(rows, ["image", "rank", "class", "prob"], args.format))
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    check_output(args.out, overwrite=args.overwrite)
+    fmt = _predict_format(args)
+    stream = predict_stream(
+        args.checkpoint,
+        args.images,
+        top_k=args.top_k,
+        model=args.model,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        skip_unreadable=args.skip_unreadable,
+        fast=args.fast,
+    )
+    columns = ["image", "rank", "class", "prob"] + (["error"] if args.skip_unreadable else [])
+    # Widths from every name up front: the table's first line cannot wait for the last image.
+    widths = {
+        "image": min(60, max(map(len, stream.images))),
+        "class": max(map(len, stream.classes)),
+        "prob": 6,
+    }
+    show = (
+        args.progress if args.progress is not None else sys.stderr.isatty() or len(stream) >= PROGRESS_IMAGES
+    )
+    bar = ProgressBar(len(stream), desc="predict", enabled=show)
+    # Rows on a terminal would land after the bar's text: clear its line before writing them.
+    clear = bar.enabled and args.out is None and sys.stdout.isatty() and sys.stderr.isatty()
+    try:
+        with open_output(args.out, overwrite=args.overwrite) as out:
+            writer = RowWriter(out, fmt, columns, widths=widths, numeric=["rank", "prob"])
+            for record in stream:
+                if clear:
+                    sys.stderr.write("\r" + " " * 100 + "\r")
+                if "error" in record:
+                    print(f"cnnzoo: skipped: {record['error']}", file=sys.stderr)
+                    writer.write(
+                        record if fmt == "json" else {"image": record["image"], "error": record["error"]}
+                    )
+                elif fmt == "json":
+                    writer.write(record)
+                else:
+                    for rank, t in enumerate(record["top"], 1):
+                        writer.write(
+                            {
+                                "image": record["image"],
+                                "rank": rank,
+                                "class": t["class"],
+                                "prob": f"{t['prob']:.4f}",
+                            }
+                        )
+                bar.update(1)
+    finally:
+        bar.close()
+    if stream.runtime:  # on stderr, so that the table or JSON on stdout stays machine-readable
+        print(f"cnnzoo: predict ran on {stream.runtime['description']}", file=sys.stderr)
+    if stream.skipped:
+        print(
+            f"cnnzoo: skipped {stream.skipped} of {len(stream)} images that could not be read",
+            file=sys.stderr,
+        )
+    if args.out:
+        print(f"wrote {args.out} ({len(stream) - stream.skipped} images)", file=sys.stderr)
     return 0
 
 
@@ -391,6 +458,20 @@ def add_parsers(subparsers: Any) -> None:
         metavar="OUT.png",
         help="confusion matrix image (default beside the checkpoint; '' for none)",
     )
+    p.add_argument(
+        "--tta",
+        choices=["center", "flip", "5crop", "10crop"],
+        default="center",
+        help="test-time protocol: the plain image (center), averaged with its mirror (flip), or the "
+        "ILSVRC crops: 4 corners + centre of the image upsampled by 256/224 (5crop), and their "
+        "mirrors (10crop); softmax averaged. Recorded in the results",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar of batches on stderr (default: on a terminal)",
+    )
     p.add_argument("--format", choices=["table", "json"], default="table")
     add_threads_flag(p)
     p.set_defaults(func=cmd_eval)
@@ -398,13 +479,49 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "predict",
         help="top-k classes of image files with a trained model",
-        description="Images are resized and normalised as in training; class names come from the run.",
+        description="Images are resized and normalised as in training; class names come from the run. "
+        "IMAGE may be a file, a folder (searched recursively for image files) or a quoted glob "
+        "('shots/**/*.jpg'). Images stream through the model a batch at a time and each result is "
+        "written as soon as it is known, so memory does not grow with the number of files.",
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--model", help="architecture, for files that do not name it")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        help="table, csv, or json (JSON lines: one object per image); default: from --out's "
+        "suffix (.csv, .json, .jsonl), else table",
+    )
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="write the results to FILE (filled as they come, renamed into place at the end)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument(
+        "--workers", type=int, default=0, metavar="N", help="processes decoding images (default 0: this one)"
+    )
+    p.add_argument(
+        "--skip-unreadable",
+        action="store_true",
+        help="report an unreadable image (on stderr and as an 'error' row) and go on, instead of stopping",
+    )
+    p.add_argument(
+        "--fast",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the fastest exact inference path, checked on the first batch (default); --no-fast: "
+        "eager PyTorch, the least memory (an ONNX Runtime session holds its own buffers)",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"progress bar on stderr (default: on a terminal, or from {PROGRESS_IMAGES} images)",
+    )
     add_threads_flag(p)
     p.set_defaults(func=cmd_predict)

@@ -46,6 +46,7 @@ __all__ = [
     "CountingBatches",
     "counting_trainer",
     "evaluate_counter",
+    "iter_counts",
     "predict_counts",
     "resolve_count_config",
     "train_counter",
@@ -410,29 +411,55 @@ def write_rows_csv(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     return atomic_write_bytes(Path(path), buf.getvalue().encode())
 
 
-@torch.no_grad()
-def predict_counts(
-    checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, device: str = "cpu"
-) -> list[dict[str, Any]]:
-    """Estimated count and density map (at the output stride, in heads per cell) of each image file."""
-    from cnnzoo.counting.models import load_counter
+def iter_counts(
+    checkpoint: str | os.PathLike,
+    images: list[str | os.PathLike],
+    *,
+    device: str = "cpu",
+    skip_unreadable: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """`predict_counts`, one image at a time: only the current image and its map are in memory.
 
+    `images` may hold files, folders and globs (`cnnzoo.data.decode.expand_images`); they are
+    expanded, and the model loaded, before the first result. With `skip_unreadable` a file that
+    cannot be decoded gives ``{"image", "error"}`` instead of raising `ImageDecodeError`.
+    """
+    from cnnzoo.counting.models import load_counter
+    from cnnzoo.data.decode import decode_image, expand_images
+
+    files = expand_images(images)
     model, _ = load_counter(checkpoint, device=device)
-    out = []
-    for p in images:
-        image, mode = load_rgb(p)
-        density = model(_normalise(image)[None].to(device))[0, 0].cpu().numpy() / model.density_scale
-        out.append(
-            {
-                "image": os.fspath(p),
+
+    def generate() -> Iterator[dict[str, Any]]:
+        for p in files:
+            try:
+                # Full size, no draft: a density model counts heads at the scale it was trained on.
+                pixels, mode = decode_image(p, channels=3)
+            except (ValueError, FileNotFoundError) as e:
+                if not skip_unreadable:
+                    raise
+                yield {"image": p, "error": str(e)}
+                continue
+            image = pixels.permute(1, 2, 0).numpy()
+            with torch.no_grad():
+                density = model(_normalise(image)[None].to(device))[0, 0].cpu().numpy() / model.density_scale
+            yield {
+                "image": p,
                 "count": float(density.sum(dtype=np.float64)),
                 "density": density,
                 "rgb": image,
                 "mode": mode,
                 "model": model.name,
             }
-        )
-    return out
+
+    return generate()
+
+
+def predict_counts(
+    checkpoint: str | os.PathLike, images: list[str | os.PathLike], *, device: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Estimated count and density map (at the output stride, in heads per cell) of each image file."""
+    return list(iter_counts(checkpoint, images, device=device))
 
 
 # -- training -------------------------------------------------------------------------------------

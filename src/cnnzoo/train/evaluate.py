@@ -9,9 +9,10 @@ CheckpointError naming the mismatched keys.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,20 @@ import torch
 from torch import nn
 
 from cnnzoo.train.checkpoint import resolve_weights
+from cnnzoo.train.progress import ProgressBar
 
-__all__ = ["LoadedModel", "evaluate", "load_model", "predict", "prepare_images"]
+__all__ = [
+    "TTA_PROTOCOLS",
+    "LoadedModel",
+    "PredictionStream",
+    "evaluate",
+    "load_model",
+    "predict",
+    "predict_stream",
+    "prepare_images",
+    "tta_log_probs",
+    "tta_views",
+]
 
 
 @dataclass
@@ -102,6 +115,76 @@ def load_model(
     return LoadedModel(net, weights_path, run)
 
 
+# -- test-time augmentation ----------------------------------------------------------------------
+TTA_PROTOCOLS = ("center", "flip", "5crop", "10crop")
+
+# ILSVRC's test crops: 224-pixel crops of images resized to 256 (Krizhevsky et al. 2012, sec. 4.1).
+CROP_FRACTION = 224 / 256
+
+
+def tta_views(
+    x: torch.Tensor, *, protocol: str, crop_size: tuple[int, int] | None = None
+) -> Iterator[torch.Tensor]:
+    """The views of a batch `x` (N x C x H x W) that a test-time protocol averages.
+
+    - "center": `x` itself, the plain evaluation;
+    - "flip": `x` and its horizontal mirror;
+    - "5crop": the four corner crops and the centre crop of `x` resized so that the crop is 224/256
+      of it, the ILSVRC protocol (Krizhevsky et al. 2012, sec. 4.1; torchvision's `five_crop`);
+    - "10crop": those five and their mirrors, the protocol's "ten patches in all".
+
+    The crop is `crop_size`, by default the model's input size, i.e. `x`'s own: a 224-pixel test
+    set is upsampled to 256 and cropped back to 224, a 28-pixel one to 32 and cropped to 28, as
+    the protocol's crops are defined relative to the network's input. The paper resizes the
+    original photograph instead; a test set stored at the input size no longer has it.
+    """
+    if protocol not in TTA_PROTOCOLS:
+        raise ValueError(f"unknown test-time protocol {protocol!r}; choose one of {', '.join(TTA_PROTOCOLS)}")
+    if protocol == "center":
+        yield x
+        return
+    if protocol == "flip":
+        yield x
+        yield x.flip(-1)
+        return
+    h, w = crop_size or tuple(x.shape[-2:])
+    big_h, big_w = round(h / CROP_FRACTION), round(w / CROP_FRACTION)
+    if tuple(x.shape[-2:]) != (big_h, big_w):
+        x = torch.nn.functional.interpolate(x, size=(big_h, big_w), mode="bilinear", align_corners=False)
+    # torchvision's centre-crop offset (rounded half to even), so that its `five_crop` is an oracle.
+    top, left = round((big_h - h) / 2), round((big_w - w) / 2)
+    corners = [(0, 0), (0, big_w - w), (big_h - h, 0), (big_h - h, big_w - w), (top, left)]
+    crops = [x[..., i : i + h, j : j + w] for i, j in corners]
+    yield from crops
+    if protocol == "10crop":
+        for crop in crops:
+            yield crop.flip(-1)
+
+
+def tta_log_probs(
+    model: Callable[[torch.Tensor], Any],
+    x: torch.Tensor,
+    *,
+    protocol: str = "center",
+    crop_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """log of the softmax averaged over the protocol's views of `x` (N x classes, float32).
+
+    Averaging probabilities, not logits, as Krizhevsky et al. (2012) average "the predictions made
+    by the network's softmax layer"; computed as logsumexp(log-softmax) - log(views), which does not
+    underflow. With "center" this is exactly log_softmax of the logits (the plain evaluation).
+    """
+    views = []
+    for view in tta_views(x, protocol=protocol, crop_size=crop_size):
+        logits = model(view.contiguous())
+        if isinstance(logits, tuple | list):
+            logits = logits[0]
+        views.append(torch.log_softmax(logits.float(), dim=1))
+    if len(views) == 1:
+        return views[0]
+    return torch.logsumexp(torch.stack(views), dim=0) - math.log(len(views))
+
+
 @torch.no_grad()
 def evaluate(
     path: str | os.PathLike,
@@ -112,12 +195,18 @@ def evaluate(
     device: str = "cpu",
     root: str | None = None,
     loaders: Any = None,
+    tta: str = "center",
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Top-1/top-5, loss, per-class accuracy and the confusion matrix on the test split.
 
+    `tta` is the test-time protocol (`TTA_PROTOCOLS`, see `tta_views`); the result names it.
+    `progress` draws a bar of batches on stderr (default: when stderr is a terminal).
     `loaders` is an optional callable with `cnnzoo.data.make_loaders`'s signature (tests pass
     their own); by default the dataset named by `data` or by the run is loaded.
     """
+    if tta not in TTA_PROTOCOLS:
+        raise ValueError(f"unknown test-time protocol {tta!r}; choose one of {', '.join(TTA_PROTOCOLS)}")
     loaded = load_model(path, model=model, device=device)
     run = loaded.run
     data = data or run.get("data")
@@ -141,17 +230,20 @@ def evaluate(
         )
     confusion = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, n, top5 = 0.0, 0, 0
+    k = min(5, n_cls)
+    total = len(test_loader) if hasattr(test_loader, "__len__") else 0
+    bar = ProgressBar(total, desc=f"eval ({tta})", enabled=progress)
     for x, y in test_loader:
         x, y = x.to(device), y.to(device)
-        logits = loaded.model(x)
-        if isinstance(logits, tuple | list):
-            logits = logits[0]
-        loss_sum += torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum").item()
-        pred = logits.argmax(1)
+        # Per batch, only the counts are kept: memory does not grow with the test set.
+        log_probs = tta_log_probs(loaded.model, x, protocol=tta)
+        loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
+        pred = log_probs.argmax(1)
         confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
-        k = min(5, n_cls)
-        top5 += int((logits.topk(k, 1).indices == y[:, None]).any(1).sum())
+        top5 += int((log_probs.topk(k, 1).indices == y[:, None]).any(1).sum())
         n += y.shape[0]
+        bar.update(1)
+    bar.close()
     n = max(n, 1)
     per_class_total = confusion.sum(1).clamp(min=1)
     per_class = (confusion.diag().double() / per_class_total).tolist()
@@ -160,6 +252,7 @@ def evaluate(
         "checkpoint": str(loaded.path),
         "model": getattr(loaded.model, "model_name", type(loaded.model).__name__),
         "data": data,
+        "tta": tta,
         "samples": int(confusion.sum()),
         "test_loss": loss_sum / n,
         "test_top1": int(confusion.diag().sum()) / n,
@@ -170,21 +263,43 @@ def evaluate(
     }
 
 
-def _load_image(path: str | os.PathLike, in_chans: int) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+# -- prediction ----------------------------------------------------------------------------------
+class _ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded, resized and normalised as in training, one at a time.
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("L" if in_chans == 1 else "RGB")
-            arr = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
-            img = arr.view(im.height, im.width, -1).permute(2, 0, 1)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {os.fspath(path)!r} does not exist") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{os.fspath(path)!r} is not an image PIL can read ({e})") from e
-    if in_chans not in (1, 3):
-        img = img.repeat(-(-in_chans // img.shape[0]), 1, 1)[:in_chans]
-    return img
+    A file that cannot be read gives its one-line message in place of a tensor: a DataLoader
+    worker that raised would have its traceback folded into the message.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        *,
+        channels: int,
+        size: tuple[int, int],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+    ) -> None:
+        self.paths, self.channels, self.size, self.mean, self.std = paths, channels, size, mean, std
+        # JPEG draft mode keeps at least twice the input and 512 px: photographs up to 1024 px, and
+        # any image under four times the input, decode exactly as a full decode would.
+        self.draft = (max(size[0], 256), max(size[1], 256))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str]:
+        from cnnzoo.data.decode import decode_image
+
+        try:
+            img, _ = decode_image(self.paths[i], channels=self.channels, min_size=self.draft)
+        except (ValueError, FileNotFoundError) as e:  # ImageDecodeError is a ValueError
+            return i, None, str(e)
+        x = img.float().div(255)
+        x = torch.nn.functional.interpolate(
+            x[None], size=self.size, mode="bilinear", antialias=True, align_corners=False
+        )[0]
+        return i, (x - self.mean) / self.std, ""
 
 
 def prepare_images(
@@ -194,72 +309,189 @@ def prepare_images(
     mean: Sequence[float],
     std: Sequence[float],
 ) -> torch.Tensor:
-    """Image files as one normalised (N, C, H, W) batch: resized (bilinear, antialiased) to
-    `input_size`, grey or RGB as its C says, then (pixel / 255 - mean) / std as in training."""
-    import torch.nn.functional as F
+    """Image files as one normalised (N, C, H, W) batch, decoded and resized as `predict` does
+    (`_ImageFiles`): grey or RGB as C says, bilinear and antialiased to H x W, then
+    (pixel / 255 - mean) / std as in training. For a few images (visualize); streams use
+    `predict_stream`."""
+    from cnnzoo.data.decode import ImageDecodeError
 
     c, h, w = input_size
-    mean_t = torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1)
-    std_t = torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1)
+    files = _ImageFiles(
+        [os.fspath(p) for p in images],
+        channels=c,
+        size=(h, w),
+        mean=torch.tensor(list(mean), dtype=torch.float32).view(-1, 1, 1),
+        std=torch.tensor(list(std), dtype=torch.float32).view(-1, 1, 1),
+    )
     batch = []
-    for p in images:
-        img = _load_image(p, c).float().div(255)
-        img = F.interpolate(img[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
-        batch.append((img - mean_t) / std_t)
+    for i in range(len(files)):
+        _, x, error = files[i]
+        if x is None:
+            raise ImageDecodeError(error)
+        batch.append(x)
     return torch.stack(batch)
 
 
-@torch.no_grad()
-def predict(
+def _as_list(batch: list[Any]) -> list[Any]:
+    return batch  # a module-level function: DataLoader workers receive it pickled
+
+
+class PredictionStream:
+    """Top-k predictions of image files, computed and handed out one batch at a time.
+
+    Iterate it once: each image gives ``{"image", "top": [{"class", "index", "prob"}, ...]}``, or
+    ``{"image", "error"}`` for an unreadable file when `skip_unreadable` (otherwise the first one
+    raises `ImageDecodeError` naming it). Only one batch of decoded images (and, with `workers`,
+    their prefetched successors) is alive at a time, so memory does not grow with the number of
+    files. `runtime` says which inference path ran once the first batch is done; `skipped` counts
+    the files left out.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        images: Sequence[str],
+        *,
+        top_k: int = 5,
+        device: str = "cpu",
+        fast: bool = True,
+        batch_size: int = 32,
+        workers: int = 0,
+        skip_unreadable: bool = False,
+    ) -> None:
+        self.loaded, self.images, self.device, self.fast = loaded, list(images), device, fast
+        self.batch_size, self.workers, self.skip_unreadable = batch_size, workers, skip_unreadable
+        self.classes = loaded.classes
+        self.top_k = max(1, min(top_k, len(self.classes)))
+        run = loaded.run
+        c, h, w = run.get("input_size") or (loaded.model.in_chans, 224, 224)
+        self.channels, self.size = int(c), (int(h), int(w))
+        self.mean = torch.tensor(run.get("mean") or [0.5] * c).view(-1, 1, 1)
+        self.std = torch.tensor(run.get("std") or [0.5] * c).view(-1, 1, 1)
+        self.runtime: dict[str, Any] | None = None
+        self.skipped = 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _path(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The inference path for all batches, chosen on the first one as `run_fastest` does."""
+        from cnnzoo.deploy.fastest import PROBE_IMAGES, choose_fastest
+
+        model = self.loaded.model
+
+        def eager(batch: torch.Tensor) -> torch.Tensor:
+            with torch.inference_mode():
+                out = model(batch)
+            return out[0] if isinstance(out, tuple | list) else out
+
+        if not self.fast:
+            self.runtime = {"path": "eager", "description": "eager PyTorch (fast=False)"}
+            return eager
+        if len(self.images) <= PROBE_IMAGES or x.shape[0] == 0:
+            few = f"{len(self.images)} images: too few to repay checking a faster path"
+            self.runtime = {"path": "eager", "description": f"eager PyTorch ({few})"}
+            return eager
+        # Eager time on the probe x this many calls estimates the whole job's eager time.
+        calls = -(-len(self.images) // PROBE_IMAGES)
+        choice = choose_fastest(model, x[:PROBE_IMAGES], expected_calls=calls)
+        self.runtime = {"path": choice.best.name, "description": choice.describe()}
+        assert choice.best.run is not None
+        return choice.best.run
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from cnnzoo.data.decode import ImageDecodeError
+
+        files = _ImageFiles(self.images, channels=self.channels, size=self.size, mean=self.mean, std=self.std)
+        loader = torch.utils.data.DataLoader(
+            files, batch_size=self.batch_size, num_workers=self.workers, collate_fn=_as_list
+        )
+        run = None
+        for batch in loader:
+            good = [(i, x) for i, x, err in batch if not err]
+            first_error = next((err for _, _, err in batch if err), "")
+            if first_error and not self.skip_unreadable:
+                raise ImageDecodeError(first_error)
+            probs = torch.empty(0)
+            if good:
+                x = torch.stack([t for _, t in good]).to(self.device)
+                if run is None:
+                    run = self._path(x)
+                probs = run(x).float().softmax(1).cpu()
+            rows = iter(probs)
+            for i, _, err in batch:
+                if err:
+                    self.skipped += 1
+                    yield {"image": self.images[i], "error": err}
+                    continue
+                values, idx = next(rows).topk(self.top_k)
+                top = [
+                    {"class": self.classes[j], "index": int(j), "prob": float(v)}
+                    for v, j in zip(values, idx, strict=True)
+                ]
+                yield {"image": self.images[i], "top": top}
+        if self.runtime is None:  # every file was skipped
+            self.runtime = {"path": "eager", "description": "no image could be read"}
+
+
+def predict_stream(
     path: str | os.PathLike,
-    images: list[str | os.PathLike],
+    images: Sequence[str | os.PathLike],
     *,
     top_k: int = 5,
     model: str | None = None,
     device: str = "cpu",
     fast: bool = True,
-) -> list[dict[str, Any]]:
-    """Top-k classes with probabilities for each image file, resized and normalised as in training.
+    batch_size: int = 32,
+    workers: int = 0,
+    skip_unreadable: bool = False,
+) -> PredictionStream:
+    """The model of `path` over the image files, folders and globs in `images`, as a stream.
 
-    With `fast`, the images run along the fastest inference path whose outputs agree with eager
-    PyTorch on the first images (`cnnzoo.deploy.fastest.run_fastest`: folded BatchNorm +
-    channels_last, or ONNX Runtime for long jobs). The result is a list with a `runtime`
-    attribute saying which path ran and why.
+    Files are decoded, resized and normalised as in training (`cnnzoo.data.decode`), a batch at a
+    time; see `PredictionStream`. With `fast`, the batches run along the fastest inference path
+    whose outputs agree with eager PyTorch on the first images (`cnnzoo.deploy.fastest`: folded
+    BatchNorm + channels_last, or ONNX Runtime for long jobs).
     """
-    from cnnzoo.deploy.fastest import Predictions, run_fastest
+    from cnnzoo.data.decode import expand_images
 
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
+    files = expand_images(images)
     loaded = load_model(path, model=model, device=device)
-    run = loaded.run
-    c, h, w = run.get("input_size") or (loaded.model.in_chans, 224, 224)
-    x = prepare_images(
-        images, input_size=(c, h, w), mean=run.get("mean") or [0.5] * c, std=run.get("std") or [0.5] * c
-    ).to(device)
-    if fast:
-        logits, choice = run_fastest(loaded.model, x)
-    else:
-        logits, choice = loaded.model(x), None
-    if isinstance(logits, tuple | list):
-        logits = logits[0]
-    if choice is not None:
-        runtime = {"path": choice.best.name, "description": choice.describe()}
-    elif fast:
-        few = f"{len(images)} images: too few to repay checking a faster path"
-        runtime = {"path": "eager", "description": f"eager PyTorch ({few})"}
-    else:
-        runtime = {"path": "eager", "description": "eager PyTorch (fast=False)"}
-    probs = logits.float().softmax(1).cpu()
-    k = max(1, min(top_k, probs.shape[1]))
-    classes = loaded.classes
-    out = Predictions(runtime=runtime)
-    for p, row in zip(images, probs, strict=True):
-        values, idx = row.topk(k)
-        out.append(
-            {
-                "image": os.fspath(p),
-                "top": [
-                    {"class": classes[i], "index": int(i), "prob": float(v)}
-                    for v, i in zip(values, idx, strict=True)
-                ],
-            }
-        )
-    return out
+    return PredictionStream(
+        loaded,
+        files,
+        top_k=top_k,
+        device=device,
+        fast=fast,
+        batch_size=batch_size,
+        workers=workers,
+        skip_unreadable=skip_unreadable,
+    )
+
+
+def predict(
+    path: str | os.PathLike,
+    images: Sequence[str | os.PathLike],
+    *,
+    top_k: int = 5,
+    model: str | None = None,
+    device: str = "cpu",
+    fast: bool = True,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """Top-k classes with probabilities for each image, as a list (`predict_stream`, collected).
+
+    The list has a `runtime` attribute saying which inference path ran and why. For thousands of
+    files iterate `predict_stream` instead: this list holds every result at once.
+    """
+    from cnnzoo.deploy.fastest import Predictions
+
+    stream = predict_stream(
+        path, images, top_k=top_k, model=model, device=device, fast=fast, batch_size=batch_size
+    )
+    records = list(stream)
+    return Predictions(records, runtime=stream.runtime)
