@@ -272,3 +272,36 @@ def test_a_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 4,096 pixels is over twice the limit
     with pytest.raises(ValueError, match=r"big.png' is larger than Pillow's safety limit of 1,000 pixels"):
         load_rgb(tmp_path / "big.png")
+
+
+def test_nan_weights_are_named_not_printed_as_probabilities(trained, tmp_path, capsys):
+    """Issue 16: NaN weights gave probability `nan` with exit 0."""
+    from PIL import Image
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    src = trained / "model.safetensors"
+    with safe_open(str(src), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(src))
+    tensors["fc3.weight"][0, 0] = float("nan")
+    save_file(tensors, str(tmp_path / "nan.safetensors"), metadata=meta)
+    Image.new("L", (12, 12)).save(tmp_path / "x.png")
+    assert main(["predict", str(tmp_path / "nan.safetensors"), str(tmp_path / "x.png"), "--no-fast"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "gives NaN or infinite outputs" in err and "\n" not in err, err
+
+
+def test_eval_refuses_a_dataset_whose_classes_are_other_ones(trained):
+    """Issue 19: `eval --data mnist` on a Fashion-MNIST run labelled digits "T-shirt/top"."""
+    import train_fakes
+    from cnnzoo.train.evaluate import evaluate
+
+    def other_names(*args, **kwargs):
+        train_l, val_l, test_l, info = train_fakes.make_loaders(*args, **kwargs)
+        info.classes = tuple(f"other-{c}" for c in info.classes)
+        return train_l, val_l, test_l, info
+
+    assert evaluate(trained, data="fake", loaders=train_fakes.make_loaders)["samples"] > 0
+    with pytest.raises(ValueError, match="evaluate on the run's own dataset"):
+        evaluate(trained, data="fake", loaders=other_names)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.cli.main import UsageError, add_threads_flag, show_defaults
+from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_dir, check_output_file, show_defaults
 
 __all__ = ["add_parser"]
 
@@ -239,6 +239,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if single_file and len(files) > 1:
         raise UsageError("--out names one .png but several images were given; pass a folder")
     draw = have_matplotlib() and args.out != ""
+    if draw:  # checked before the first image is counted, not at the first picture
+        if single_file:
+            check_output_file(out, "--out", overwrite=None)
+        else:
+            check_output_dir(out, "--out")
     columns = ["image", "count", "picture"] + (["error"] if args.skip_unreadable else [])
     writer = RowWriter(sys.stdout, "json" if args.format == "json" else "csv", columns)
     show = (

@@ -90,6 +90,15 @@ def check_output_file(
     return path
 
 
+def check_output_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written."""
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a file; name a folder")
+    check_output_file(path / ".cnnzoo-probe", flag, overwrite=None, make_folders=True)
+    return path
+
+
 def _os_error_line(e: OSError) -> str:
     """One line for an operating-system error the user can act on (disk full, permissions, ...)."""
     import errno

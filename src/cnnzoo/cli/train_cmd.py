@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.formats import render_rows as _render
-from cnnzoo.cli.main import UsageError, add_threads_flag, show_defaults
+from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_file, show_defaults
 
 __all__ = ["add_parsers"]
 
@@ -183,6 +183,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from cnnzoo.train.evaluate import evaluate
     from cnnzoo.train.plots import have_matplotlib, plot_confusion
 
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    confusion_png = args.confusion
+    if confusion_png is None:  # eval's own picture beside the checkpoint, replaced on each eval
+        src = Path(args.checkpoint)
+        confusion_png = src / "confusion.png" if src.is_dir() else src.with_name(f"{src.stem}-confusion.png")
+    if confusion_png and have_matplotlib():
+        # Checked before the evaluation, which may take long, not after it.
+        check_output_file(
+            confusion_png, "--confusion", overwrite=None if args.confusion is None else args.overwrite
+        )
     result = evaluate(
         args.checkpoint,
         data=args.data,
@@ -193,10 +204,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         tta=args.tta,
         progress=args.progress,
     )
-    confusion_png = args.confusion
-    if confusion_png is None:
-        src = Path(args.checkpoint)
-        confusion_png = src / "confusion.png" if src.is_dir() else src.with_name(f"{src.stem}-confusion.png")
     if confusion_png and have_matplotlib():
         result["confusion_png"] = str(plot_confusion(result["confusion"], result["classes"], confusion_png))
     if args.format == "json":
@@ -458,6 +465,7 @@ def add_parsers(subparsers: Any) -> None:
         metavar="OUT.png",
         help="confusion matrix image (default beside the checkpoint; '' for none)",
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --confusion file")
     p.add_argument(
         "--tta",
         choices=["center", "flip", "5crop", "10crop"],

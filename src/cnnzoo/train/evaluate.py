@@ -186,6 +186,13 @@ def tta_log_probs(
 
 
 @torch.no_grad()
+def _not_finite(path: Any) -> str:
+    return (
+        f"{str(path)!r} gives NaN or infinite outputs: its weights are damaged (NaN or inf in the "
+        "file, e.g. from a run that diverged); use an earlier checkpoint"
+    )
+
+
 def evaluate(
     path: str | os.PathLike,
     *,
@@ -228,6 +235,15 @@ def evaluate(
         raise ValueError(
             f"the model has {n_cls} classes but {data} has {data_classes}; evaluate on its own dataset"
         )
+    names = list(info["classes"] if isinstance(info, dict) else info.classes)
+    trained = list(run.get("classes") or [])
+    if trained and names and trained != names:
+        # Same number of classes, other names (a Fashion-MNIST run on MNIST digits): the labels
+        # would be read under the wrong names.
+        raise ValueError(
+            f"the run was trained on classes {', '.join(trained[:3])}, ... but {data}'s are "
+            f"{', '.join(map(str, names[:3]))}, ...; evaluate on the run's own dataset ({run.get('data')})"
+        )
     confusion = torch.zeros(n_cls, n_cls, dtype=torch.int64)
     loss_sum, n, top5 = 0.0, 0, 0
     k = min(5, n_cls)
@@ -237,6 +253,8 @@ def evaluate(
         x, y = x.to(device), y.to(device)
         # Per batch, only the counts are kept: memory does not grow with the test set.
         log_probs = tta_log_probs(loaded.model, x, protocol=tta)
+        if not torch.isfinite(log_probs).all():
+            raise ValueError(_not_finite(loaded.path))
         loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
         pred = log_probs.argmax(1)
         confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
@@ -244,7 +262,8 @@ def evaluate(
         n += y.shape[0]
         bar.update(1)
     bar.close()
-    n = max(n, 1)
+    if n == 0:
+        raise ValueError(f"the test split of {data} holds no images: there is nothing to evaluate")
     per_class_total = confusion.sum(1).clamp(min=1)
     per_class = (confusion.diag().double() / per_class_total).tolist()
     classes = loaded.classes
@@ -418,6 +437,8 @@ class PredictionStream:
                 if run is None:
                     run = self._path(x)
                 probs = run(x).float().softmax(1).cpu()
+                if not torch.isfinite(probs).all():
+                    raise ValueError(_not_finite(self.loaded.path))
             rows = iter(probs)
             for i, _, err in batch:
                 if err:
