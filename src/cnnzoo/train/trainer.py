@@ -98,6 +98,8 @@ RECORDED_ON_RESUME = (
     "eval_every",
     "test_curve",
     "device",
+    "workers",  # streamed and in-memory folders give the same batches: neither changes the data
+    "memory_budget",
 )
 
 
@@ -372,8 +374,12 @@ class Trainer:
         params = inspect.signature(make).parameters
         if c.channels_last and "channels_last" in params:
             kwargs["channels_last"] = True  # the loader lays batches out as the model wants them
-        if "val_fraction" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        if "val_fraction" not in params and not takes_any:
             kwargs.pop("val_fraction")
+        for name in ("memory_budget", "workers"):  # image folders' in-memory or streamed path
+            if name in params or takes_any:
+                kwargs[name] = getattr(c, name)
         if known_info is not None:
             resize = self._needed_resize(known_info)
             loaders = make(c.data, resize_to=resize, **kwargs)
@@ -390,7 +396,10 @@ class Trainer:
         self.resize_to = resize
         if resize is not None and c.resize_to is None:
             h, w = info_get(self.info, "image_size")
-            self.log(f"images resized from {h}x{w} to {resize}x{resize} for {c.model}; --resize N to choose")
+            source = f"from {h}x{w}" if info_get(self.info, "uniform_size", True) else "(their sizes differ)"
+            self.log(f"images resized {source} to {resize}x{resize} for {c.model}; --resize N to choose")
+        if info_get(self.info, "pipeline"):
+            self.log(f"data: {info_get(self.info, 'pipeline')}")
 
     def _needed_resize(self, info: Any) -> int | None:
         from cnnzoo.registry import model_info
@@ -401,6 +410,8 @@ class Trainer:
             return c.resize_to  # a user's module takes the data as it is, or as --resize says
         side = min(size)
         native = model_info(c.model).input_size[1]
+        if not info_get(info, "uniform_size", True):
+            return native  # a folder of mixed sizes: the model's input size, never one file's
         if c.pretrained == "imagenet" and side < native:
             return native  # the input the published weights were trained at
         return None if self._fits(side, int(info_get(info, "in_chans"))) else native
