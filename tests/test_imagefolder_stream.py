@@ -161,7 +161,9 @@ def test_trainer_takes_the_models_size_for_mixed_folders(tmp_path):
     native = model_info("lenet5").input_size[1]
     assert f"images resized (their sizes differ) to {native}x{native} for lenet5" in "\n".join(lines)
     assert any(line.startswith("data: in memory:") for line in lines)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["cnnzoo_run"]["input_size"][1] == native
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["cnnzoo_run"]["input_size"][1] == native
+    assert record["data_pipeline"].startswith("in memory") and "class folders" in record["data_source"]
     assert 0 <= final["test_top1"] <= 1
 
 
@@ -194,6 +196,11 @@ def test_ilsvrc_augmentations_depend_on_the_seed_only():
         assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is untouched
         c = sample_transform(x, size=(64, 64), augment=augment, seed=6)
         assert a.shape == (3, 64, 64) and torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_ilsvrc_augmentations_need_an_image_folder():
+    with pytest.raises(ValueError, match="needs --data imagefolder:PATH"):
+        make_loaders("mnist", batch_size=8, augment="rrc-flip")
 
 
 def test_parse_memory_budget():

@@ -358,7 +358,13 @@ def make_loaders(
             workers=workers,
         )
     from cnnzoo.data.sources import load_arrays
+    from cnnzoo.data.transforms import STREAM_AUGMENTS
 
+    if augment in STREAM_AUGMENTS:
+        raise ValueError(
+            f"--augment {augment} transforms each full-size image and needs --data imagefolder:PATH; "
+            f"{name_or_spec} is batched in memory: use crop-flip or flip"
+        )
     train = load_arrays(name_or_spec, "train", root, download=download)
     test = load_arrays(name_or_spec, "test", root, download=download)
     info = dataset_info(name_or_spec, root=root)

@@ -692,6 +692,9 @@ class Trainer:
         split = info_get(self.info, "val_split")
         if split:
             record["val_split"] = split
+        if info_get(self.info, "pipeline"):  # an image folder: which layout, and how it was read
+            record["data_source"] = info_get(self.info, "source")
+            record["data_pipeline"] = info_get(self.info, "pipeline")
         if self.resumes:
             record["resumes"] = self.resumes
         return record
