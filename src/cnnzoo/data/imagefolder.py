@@ -214,13 +214,28 @@ def _stats_sample(train: Files) -> Files:
     return [train[int(i)] for i in picks]
 
 
+def _channel_stats(files: Files, channels: int, size: tuple[int, int]) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std in [0, 1] of the files at `size`, from exact integer sums, one
+    image at a time (a float64 copy of a thousand decoded images would take gigabytes)."""
+    from cnnzoo.data.transforms import read_image, resize_cover_crop
+
+    s = torch.zeros(channels, dtype=torch.int64)
+    s2 = torch.zeros(channels, dtype=torch.int64)
+    for f, _ in files:
+        x = resize_cover_crop(read_image(f, channels=channels), size).to(torch.int64)
+        s += x.sum(dim=(1, 2))
+        s2 += (x * x).sum(dim=(1, 2))
+    n = len(files) * size[0] * size[1]
+    mean = s.double() / n
+    std = (s2.double() / n - mean * mean).clamp_min(0).sqrt()
+    return [round(float(v) / 255, 4) for v in mean], [round(float(v) / 255, 4) for v in std]
+
+
 @lru_cache(maxsize=8)
 def _info_cached(path: str, fingerprint: tuple) -> DatasetInfo:
-    from cnnzoo.data.sources import _channel_stats
-
     scan = _scan_cached(path, fingerprint)
     sample = _stats_sample(scan.files["train"])
-    mean, std = _channel_stats(decode_files(sample, channels=scan.channels, size=scan.size)[0])
+    mean, std = _channel_stats(sample, scan.channels, scan.size)
     n_train = len(scan.files["train"])
     some = "every train image" if len(sample) == n_train else f"{len(sample)} of its {n_train} train images"
     return DatasetInfo(
