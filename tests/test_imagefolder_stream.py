@@ -147,6 +147,14 @@ def test_size_comes_from_the_folder_never_the_first_file(tmp_path):
     assert load_imagefolder(root, "test", size=(24, 24))[0].shape[1:] == (3, 24, 24)  # the run's size
 
 
+def test_stats_are_the_train_images_mean_and_std(tmp_path):
+    root = make_folder(tmp_path / "f", {"train": 3, "test": 1}, sizes=((12, 12),))
+    info = dataset_info(spec(root))
+    x = load_arrays(spec(root), "train")[0].double() / 255  # the oracle: numpy-style over every pixel
+    assert info.mean == pytest.approx(x.mean(dim=(0, 2, 3)).tolist(), abs=1e-4)
+    assert info.std == pytest.approx(x.std(dim=(0, 2, 3), correction=0).tolist(), abs=1e-4)
+
+
 def test_trainer_takes_the_models_size_for_mixed_folders(tmp_path):
     from cnnzoo.registry import model_info
     from cnnzoo.train import TrainConfig, train
