@@ -374,11 +374,10 @@ class Trainer:
         params = inspect.signature(make).parameters
         if c.channels_last and "channels_last" in params:
             kwargs["channels_last"] = True  # the loader lays batches out as the model wants them
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-        if "val_fraction" not in params and not takes_any:
+        if "val_fraction" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs.pop("val_fraction")
         for name in ("memory_budget", "workers"):  # image folders' in-memory or streamed path
-            if name in params or takes_any:
+            if name in params:  # named only: a wrapper's **kwargs may end in a loader without them
                 kwargs[name] = getattr(c, name)
         if known_info is not None:
             resize = self._needed_resize(known_info)
