@@ -314,3 +314,22 @@ def test_jpeg_bytes_decode_like_files(tmp_path):
     assert torch.equal(decode_bytes(data, channels=3), read_image(tmp_path / "x.jpg", channels=3))
     with pytest.raises(DataError, match=r"shard\.tar:7 is not a readable image"):
         decode_bytes(io.BytesIO(b"junk").getvalue(), channels=3, name="shard.tar:7")
+
+
+def test_streamed_resume_replays_the_ilsvrc_augmentation_exactly(tmp_path):
+    from cnnzoo.train import TrainConfig, train
+
+    root = make_folder(tmp_path / "f", {"train": 6, "test": 2}, sizes=((40, 50), (36, 36)))
+
+    def cfg(out: str, epochs: int, **kw) -> TrainConfig:
+        return TrainConfig(
+            model="lenet5", data=spec(root), epochs=epochs, batch_size=6, lr=0.05, threads=1,
+            summary=False, out=str(tmp_path / out), progress=False, resize_to=28, augment="rrc-flip-pca",
+            schedule="constant",  # extending --epochs restarts any other schedule (a new phase)
+            **{"workers": 0, **kw},
+        )  # fmt: skip
+
+    straight = train(cfg("straight", 2), log=lambda _: None)
+    train(cfg("resumed", 1), log=lambda _: None)
+    resumed = train(cfg("resumed", 2, resume=True, workers=1), log=lambda _: None)  # another worker count
+    assert resumed["train_loss"] == straight["train_loss"] and resumed["test_top1"] == straight["test_top1"]
