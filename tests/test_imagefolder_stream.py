@@ -296,11 +296,13 @@ def test_ddp_shards_cover_every_sample_once_per_epoch(tmp_path):
 def test_cli_streams_with_workers(tmp_path, capsys):
     from cnnzoo.cli.main import main
 
-    root = make_folder(tmp_path / "f", {"train": 4, "test": 2}, sizes=((24, 24),))
+    root = make_folder(tmp_path / "f", {"train": 4, "test": 2}, sizes=((20, 24),))  # LeNet-5 gets 28x28
     argv = ["train", "lenet5", "--data", spec(root), "--epochs", "1", "--batch-size", "8", "--threads", "1",
             "--memory-budget", "0", "--workers", "1", "--no-summary", "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 0
-    assert "data: streamed from disk, 1 worker process:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "data: streamed from disk, 1 worker process:" in out
+    assert "images resized from 20x24 to 28x28 for lenet5" in out  # a flatten takes square inputs only
     assert main([*argv[:-2], "--memory-budget", "lots", "--out", str(tmp_path / "r2")]) == 2
     err = capsys.readouterr().err
     assert "--memory-budget takes a size" in err and len(err.strip().splitlines()) == 1

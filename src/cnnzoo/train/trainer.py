@@ -413,10 +413,12 @@ class Trainer:
             return native  # a folder of mixed sizes: the model's input size, never one file's
         if c.pretrained == "imagenet" and side < native:
             return native  # the input the published weights were trained at
-        return None if self._fits(side, int(info_get(info, "in_chans"))) else native
+        square = size[0] == size[1]
+        return None if self._fits(side, int(info_get(info, "in_chans")), square) else native
 
-    def _fits(self, side: int, in_chans: int) -> bool:
-        """Whether the model can be built for side x side inputs (LeNet-5 through img_size)."""
+    def _fits(self, side: int, in_chans: int, square: bool = True) -> bool:
+        """Whether the model can be built for side x side inputs (LeNet-5 through img_size); a
+        model with a fixed input size (a flatten) takes only square ones."""
         from cnnzoo.registry import create_model
 
         kwargs = dict(self.config.model_kwargs)
@@ -430,7 +432,7 @@ class Trainer:
                 except (ValueError, TypeError):
                     return False
         fixed = getattr(probe, "fixed_input_size", None)
-        return side >= getattr(probe, "min_input_size", 1) and fixed in (None, side)
+        return side >= getattr(probe, "min_input_size", 1) and (fixed is None or (fixed == side and square))
 
     @property
     def steps_per_epoch(self) -> int:
