@@ -69,6 +69,8 @@ _OVERRIDES = (
     "backbone_lr_mult",
     "resize_to",
     "threads",
+    "workers",
+    "memory_budget",
     "progress",
     "data_root",
     "download",
@@ -311,6 +313,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # -- wiring -------------------------------------------------------------------------------------
 def add_parsers(subparsers: Any) -> None:
     """Register `train`, `eval` and `predict` on the main parser's subparsers."""
+    from cnnzoo.data.stream import MAX_DEFAULT_WORKERS
+    from cnnzoo.data.transforms import STREAM_AUGMENTS
     from cnnzoo.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
     from cnnzoo.train.recipes import RECIPES
 
@@ -352,7 +356,13 @@ def add_parsers(subparsers: Any) -> None:
     g.add_argument("--patience", type=int, help="plateau: epochs without improvement before the lr drops")
     g.add_argument("--warmup", type=float, metavar="EPOCHS", help="linear warm-up epochs")
     g.add_argument("--label-smoothing", type=float)
-    g.add_argument("--augment", choices=["crop-flip", "flip", "none"])
+    g.add_argument(
+        "--augment",
+        choices=["crop-flip", "flip", "none", *STREAM_AUGMENTS],
+        help="crop-flip, flip: batched on the device; the ILSVRC ones (rrc-flip: random resized "
+        "crop; scale-flip: VGG's S in [256, 512]; alexnet: 256, crop, flip, PCA colour; -pca adds "
+        "the PCA colour jitter) transform each image and stream an image folder from disk",
+    )
     show_defaults(g, d, "the recipe's, else ")
     g = p.add_argument_group("speed")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast")
@@ -361,6 +371,19 @@ def add_parsers(subparsers: Any) -> None:
     g.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     g.add_argument(
         "--threads", type=int, metavar="N", help="torch threads (default: torch's choice, one per core)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help=f"DataLoader processes decoding a streamed image folder (default min({MAX_DEFAULT_WORKERS}, "
+        "cores); in-memory datasets use none)",
+    )
+    g.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="image folders that decode to more than SIZE (e.g. 2GB, 512MB) are streamed from disk; "
+        "0 always streams (default auto: a quarter of the RAM, or of the GPU's memory on a GPU)",
     )
     g = p.add_argument_group("fine-tuning")
     g.add_argument(

@@ -29,6 +29,7 @@ from cnnzoo.data.catalog import (
 )
 from cnnzoo.data.loader import AUGMENTS, Loaders, TensorLoader, make_loaders, split_validation
 from cnnzoo.data.sources import SOURCES, fetch, load_arrays
+from cnnzoo.data.stream import ImageFileDataset, StreamLoader
 
 __all__ = [
     "AUGMENTS",
@@ -38,7 +39,9 @@ __all__ = [
     "DataError",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "ImageFileDataset",
     "Loaders",
+    "StreamLoader",
     "TensorLoader",
     "UnknownDatasetError",
     "data_root",

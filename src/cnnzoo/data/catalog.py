@@ -82,6 +82,8 @@ class DatasetInfo:
     val_size: int = 0  # images held out of train for validation by the loaders (0: none)
     val_split: dict[str, Any] | None = None  # how they were chosen (cnnzoo.data.loader.split_record)
     own_val: bool = False  # the dataset has its own validation split (an image folder's val/)
+    uniform_size: bool = True  # every image is image_size (False: an image folder of mixed sizes)
+    pipeline: str = ""  # how the loaders read it: in memory, or streamed from disk (and why)
     npm: NpmSource | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -24,7 +24,16 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AUGMENTS", "VAL_SPLIT_RULE", "Loaders", "TensorLoader", "make_loaders", "split_validation"]
+__all__ = [
+    "AUGMENTS",
+    "VAL_SPLIT_RULE",
+    "EpochPlan",
+    "Loaders",
+    "TensorLoader",
+    "epoch_plan",
+    "make_loaders",
+    "split_validation",
+]
 
 AUGMENTS = (None, "flip", "crop-flip")
 
@@ -32,6 +41,48 @@ AUGMENTS = (None, "flip", "crop-flip")
 def _epoch_seed(seed: int, epoch: int) -> int:
     digest = hashlib.sha256(f"cnnzoo-loader:{seed}:{epoch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class EpochPlan(NamedTuple):
+    """One rank's share of an epoch: which samples, where they sit in the epoch, how augmented."""
+
+    positions: torch.Tensor  # positions in the epoch's permutation (global, rank-independent)
+    index: torch.Tensor  # the samples at those positions
+    offsets: torch.Tensor | None  # crop offsets (n, 2) into the padded image ("crop-flip")
+    flips: torch.Tensor | None  # horizontal flips (n,) ("flip", "crop-flip")
+
+
+def epoch_plan(
+    n: int,
+    *,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    augment: str | None = None,
+    crop_padding: int = 4,
+    rank: int = 0,
+    world_size: int = 1,
+    pad_shards: bool = True,
+) -> EpochPlan:
+    """The permutation and plan augmentation of epoch `epoch`, a function of (seed, epoch) only.
+
+    Drawn on the CPU for the whole epoch, then sharded like DistributedSampler: rank r gets
+    positions r, r + world_size, ...; with `pad_shards` the positions are first padded with
+    their own head so every rank gets ceil(n / world_size) (a few samples repeat).
+    """
+    g = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+    perm = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
+    offsets = flips = None
+    if augment == "crop-flip":
+        offsets = torch.randint(0, 2 * crop_padding + 1, (n, 2), generator=g)
+    if augment in ("flip", "crop-flip"):
+        flips = torch.rand(n, generator=g) < 0.5
+    positions = torch.arange(n)
+    if pad_shards and n % world_size:
+        positions = torch.cat([positions, positions[: world_size - n % world_size]])
+    positions = positions[rank::world_size]
+    take = lambda t: None if t is None else t[positions]  # noqa: E731
+    return EpochPlan(positions, perm[positions], take(offsets), take(flips))
 
 
 class TensorLoader:
@@ -133,20 +184,19 @@ class TensorLoader:
     # -- one epoch ---------------------------------------------------------------------------------
     def _plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """This rank's sample indices, and their crop offsets (n, 2) and flips (n,), for `epoch`."""
-        n = self.images.shape[0]
-        g = torch.Generator().manual_seed(_epoch_seed(self.seed, epoch))
-        perm = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
-        offsets = flips = None
-        if self.augment == "crop-flip":
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
-        if self.augment in ("flip", "crop-flip"):
-            flips = torch.rand(n, generator=g) < 0.5
-        positions = torch.arange(n)
-        if self.pad_shards and n % self.world_size:
-            positions = torch.cat([positions, positions[: self.world_size - n % self.world_size]])
-        positions = positions[self.rank :: self.world_size]
-        take = lambda t: None if t is None else t[positions].to(self.device)  # noqa: E731
-        return take(perm), take(offsets), take(flips)
+        plan = epoch_plan(
+            self.images.shape[0],
+            seed=self.seed,
+            epoch=epoch,
+            shuffle=self.shuffle,
+            augment=self.augment,
+            crop_padding=self.crop_padding,
+            rank=self.rank,
+            world_size=self.world_size,
+            pad_shards=self.pad_shards,
+        )
+        take = lambda t: None if t is None else t.to(self.device)  # noqa: E731
+        return take(plan.index), take(plan.offsets), take(plan.flips)
 
     def _augment(
         self, x: torch.Tensor, offsets: torch.Tensor | None, flips: torch.Tensor | None
@@ -268,7 +318,8 @@ def make_loaders(
     eval_batch_size: int | None = None,
     val_fraction: float = 0.1,
     streams: int | None = None,
-    workers: int = 0,
+    memory_budget: str | int | None = None,
+    workers: int | None = None,
 ) -> Loaders:
     """Train, validation and test loaders for a dataset name or ``imagefolder:PATH``, and its info.
 
@@ -281,16 +332,20 @@ def make_loaders(
     for exact metrics. The returned info's sizes are those actually loaded, and its `val_split`
     records how validation was chosen.
 
+    ``imagefolder:PATH`` goes to `cnnzoo.data.stream.folder_loaders`: held in memory within
+    `memory_budget` (None: "auto"), streamed from disk by `workers` processes above it.
     ``shards:DIR`` streams WebDataset shards (`cnnzoo.data.shards`): `streams` parallel shard
     streams fix the global batches (default: one per process), `workers` DataLoader processes
-    decode them; its validation split is the val shards written beside train.
+    decode them (default min(4, cores)); its validation split is the val shards written beside
+    train.
     """
     from dataclasses import replace
 
-    from cnnzoo.data.catalog import SHARDS
+    from cnnzoo.data.catalog import IMAGEFOLDER, SHARDS, dataset_info
 
     if name_or_spec.startswith(SHARDS):
         from cnnzoo.data.shards import shard_loaders
+        from cnnzoo.data.stream import _default_workers
 
         return Loaders(
             *shard_loaders(
@@ -305,13 +360,37 @@ def make_loaders(
                 seed=seed,
                 device=device,
                 channels_last=channels_last,
-                workers=workers,
+                workers=_default_workers() if workers is None else workers,
             )
         )
 
-    from cnnzoo.data.catalog import dataset_info
-    from cnnzoo.data.sources import load_arrays
+    if name_or_spec.startswith(IMAGEFOLDER):
+        from cnnzoo.data.stream import folder_loaders
 
+        return folder_loaders(
+            name_or_spec[len(IMAGEFOLDER) :],
+            batch_size=batch_size,
+            augment=augment,
+            device=device,
+            resize_to=resize_to,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            channels_last=channels_last,
+            drop_last=drop_last,
+            eval_batch_size=eval_batch_size,
+            val_fraction=val_fraction,
+            memory_budget=memory_budget,
+            workers=workers,
+        )
+    from cnnzoo.data.sources import load_arrays
+    from cnnzoo.data.transforms import STREAM_AUGMENTS
+
+    if augment in STREAM_AUGMENTS:
+        raise ValueError(
+            f"--augment {augment} transforms each full-size image and needs --data imagefolder:PATH; "
+            f"{name_or_spec} is batched in memory: use crop-flip or flip"
+        )
     train = load_arrays(name_or_spec, "train", root, download=download)
     test = load_arrays(name_or_spec, "test", root, download=download)
     info = dataset_info(name_or_spec, root=root)

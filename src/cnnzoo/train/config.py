@@ -61,6 +61,8 @@ class TrainConfig:
     recipe: str | None = None
     threads: int = 0  # torch intra-op threads; 0 leaves torch's default
     shard_streams: int | None = None  # shards:DIR: parallel shard streams; None: one per process
+    workers: int | None = None  # DataLoader processes of a streamed image folder; None: min(4, cores)
+    memory_budget: str = "auto"  # image folders decoding to more are streamed; "auto": RAM / 4; "0": always
     progress: bool | None = None  # None: a bar when stderr is a terminal
     summary: bool = True  # print the model's per-layer table first
     data_root: str | None = None
@@ -76,8 +78,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = dict(d)
-        if "workers" in d and "threads" not in d:  # runs written before `threads` had its own name
-            d["threads"] = d["workers"]
+        if "workers" in d and "threads" not in d:  # runs written when `workers` meant torch threads
+            d["threads"] = d.pop("workers")
         kwargs = {k: v for k, v in d.items() if k in names}
         if "milestones" in kwargs:
             kwargs["milestones"] = tuple(kwargs["milestones"])
@@ -120,6 +122,11 @@ class TrainConfig:
             raise ValueError(f"shard_streams must be >= 1, got {self.shard_streams}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0, got {self.threads}")
+        if self.workers is not None and self.workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {self.workers}")
+        from cnnzoo.data.stream import parse_memory_budget
+
+        parse_memory_budget(self.memory_budget)  # a bad size is refused before anything is read
         if self.backbone_lr_mult < 0:
             raise ValueError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult}")
 

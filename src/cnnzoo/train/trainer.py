@@ -99,6 +99,8 @@ RECORDED_ON_RESUME = (
     "eval_every",
     "test_curve",
     "device",
+    "workers",  # streamed and in-memory folders give the same batches: neither changes the data
+    "memory_budget",
 )
 
 
@@ -391,8 +393,15 @@ class Trainer:
             kwargs["channels_last"] = True  # the loader lays batches out as the model wants them
         if "val_fraction" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             kwargs.pop("val_fraction")
-        if c.shard_streams is not None:
-            kwargs["streams"] = c.shard_streams
+        # Named only: a wrapper's **kwargs may end in a loader without them. memory_budget and
+        # workers choose an image folder's in-memory or streamed path; streams fix shards' batches.
+        for name, value in (
+            ("memory_budget", c.memory_budget),
+            ("workers", c.workers),
+            ("streams", c.shard_streams),
+        ):
+            if name in params:
+                kwargs[name] = value
         if known_info is not None:
             resize = self._needed_resize(known_info)
             loaders = make(c.data, resize_to=resize, **kwargs)
@@ -409,7 +418,10 @@ class Trainer:
         self.resize_to = resize
         if resize is not None and c.resize_to is None:
             h, w = info_get(self.info, "image_size")
-            self.log(f"images resized from {h}x{w} to {resize}x{resize} for {c.model}; --resize N to choose")
+            source = f"from {h}x{w}" if info_get(self.info, "uniform_size", True) else "(their sizes differ)"
+            self.log(f"images resized {source} to {resize}x{resize} for {c.model}; --resize N to choose")
+        if info_get(self.info, "pipeline"):
+            self.log(f"data: {info_get(self.info, 'pipeline')}")
 
     def _needed_resize(self, info: Any) -> int | None:
         from cnnzoo.registry import model_info
@@ -420,12 +432,16 @@ class Trainer:
             return c.resize_to  # a user's module takes the data as it is, or as --resize says
         side = min(size)
         native = model_info(c.model).input_size[1]
+        if not info_get(info, "uniform_size", True):
+            return native  # a folder of mixed sizes: the model's input size, never one file's
         if c.pretrained == "imagenet" and side < native:
             return native  # the input the published weights were trained at
-        return None if self._fits(side, int(info_get(info, "in_chans"))) else native
+        square = size[0] == size[1]
+        return None if self._fits(side, int(info_get(info, "in_chans")), square) else native
 
-    def _fits(self, side: int, in_chans: int) -> bool:
-        """Whether the model can be built for side x side inputs (LeNet-5 through img_size)."""
+    def _fits(self, side: int, in_chans: int, square: bool = True) -> bool:
+        """Whether the model can be built for side x side inputs (LeNet-5 through img_size); a
+        model with a fixed input size (a flatten) takes only square ones."""
         from cnnzoo.registry import create_model
 
         kwargs = dict(self.config.model_kwargs)
@@ -439,7 +455,7 @@ class Trainer:
                 except (ValueError, TypeError):
                     return False
         fixed = getattr(probe, "fixed_input_size", None)
-        return side >= getattr(probe, "min_input_size", 1) and fixed in (None, side)
+        return side >= getattr(probe, "min_input_size", 1) and (fixed is None or (fixed == side and square))
 
     @property
     def steps_per_epoch(self) -> int:
@@ -709,6 +725,9 @@ class Trainer:
         split = info_get(self.info, "val_split")
         if split:
             record["val_split"] = split
+        if info_get(self.info, "pipeline"):  # an image folder: which layout, and how it was read
+            record["data_source"] = info_get(self.info, "source")
+            record["data_pipeline"] = info_get(self.info, "pipeline")
         if self.resumes:
             record["resumes"] = self.resumes
         return record
