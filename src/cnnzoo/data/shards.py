@@ -61,7 +61,6 @@ SPLITS = ("train", "val", "test")
 DEFAULT_SHARD_SAMPLES = 1000
 SHUFFLE_BUFFER = 1000
 STATS_SAMPLE = 2000  # train images decoded for mean/std
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
 def _digest(text: str) -> int:
@@ -139,8 +138,7 @@ def write_shards(
     last: a folder without it holds no finished shards.
     """
     from cnnzoo.data.catalog import IMAGEFOLDER
-    from cnnzoo.data.imagefolder import _GREY_MODES as GREY
-    from cnnzoo.data.imagefolder import _scan
+    from cnnzoo.data.imagefolder import scan_folder
     from cnnzoo.data.loader import split_record, split_validation
 
     if not source.startswith(IMAGEFOLDER):
@@ -148,7 +146,9 @@ def write_shards(
     if shard_samples < 1:
         raise DataError(f"--shard-size must be >= 1 image, got {shard_samples}")
     folder = Path(source[len(IMAGEFOLDER) :]).expanduser().resolve()
-    classes, files, layout = _scan(folder)
+    scan = scan_folder(folder)  # the in-memory path's own layout rules and refusals
+    classes, layout = scan.classes, scan.layout
+    files = {split: list(items) for split, items in scan.files.items()}
     out = Path(out)
     if (out / INDEX).exists() and not overwrite:
         raise DataError(f"{out} already holds shards ({INDEX}); --overwrite replaces them")
@@ -163,13 +163,7 @@ def write_shards(
         record = split_record(train_idx, val_idx, val_fraction)
         files["val"] = [files["train"][i] for i in val_idx.tolist()]
         files["train"] = [files["train"][i] for i in train_idx.tolist()]
-    from PIL import Image
-
-    modes = set()
-    for f, _ in files["train"][:STATS_SAMPLE]:
-        with Image.open(f) as im:
-            modes.add(im.mode)
-    mode = "L" if modes <= set(GREY) else "RGB"
+    mode = "L" if scan.channels == 1 else "RGB"
     mean, std, size = _image_stats([f for f, _ in files["train"]], mode)
 
     if overwrite:
