@@ -240,16 +240,17 @@ def add_comparison(
 def plot_frontiers(
     entries: dict[str, dict[str, Any]], classic: set[str], ctx: Context, dataset: str
 ) -> Figure:
-    from cnnzoo.experiments.plots import pareto_front, pyplot, save_png
+    from cnnzoo.experiments.plots import label_points, log_axis, pareto_front, pyplot, save_png
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     names = list(entries)
-    for ax, key, xlabel in (
-        (axes[0], "macs", "multiply-accumulates per image (log)"),
-        (axes[1], "latency_ms", "latency per image, batch 1 (ms, log)"),
+    labelled = []
+    for ax, key, xlabel, title in (
+        (axes[0], "macs", "million multiply-accumulates per image (log)", "accuracy against multiply-adds"),
+        (axes[1], "latency_ms", "latency per image, batch 1 (ms, log)", "accuracy against latency"),
     ):
-        xs = [float(entries[n][key]) for n in names]
+        xs = [float(entries[n][key]) / (1e6 if key == "macs" else 1) for n in names]
         ys = [100 * float(entries[n]["test_top1"]) for n in names]
         front = pareto_front(xs, ys)
         fx = [xs[i] for i in front]
@@ -263,10 +264,12 @@ def plot_frontiers(
             ax.scatter(
                 xs[i], ys[i], marker=style[0], color=style[1], s=80 if kind == "searched" else 40, zorder=3
             )
-            ax.annotate(n, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.08)  # room for the names of the outermost nets
+        log_axis(ax, "x")
         ax.set_xlabel(xlabel)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
+        labelled.append((ax, xs, ys))
     axes[0].set_ylabel(f"{dataset} test top-1 (%)")
     handles = [
         plt.Line2D([], [], marker="s", color="C0", ls="", label="classic"),
@@ -277,7 +280,11 @@ def plot_frontiers(
         handles.insert(
             2, plt.Line2D([], [], marker="*", color="C3", ls="", markersize=10, label="found by search")
         )
-    axes[1].legend(handles=handles, fontsize=8, loc="best")
+    # The legend goes under the panels, where it can hide neither a point nor a name.
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    for ax, xs, ys in labelled:
+        label_points(ax, xs, ys, names)
     save_png(fig, ctx.out / "frontier.png")
     return Figure(
         "frontier.png",
