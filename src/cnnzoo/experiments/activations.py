@@ -247,8 +247,12 @@ def _plot(runs, reach, s: Settings, ctx: Context, budget_epochs: float) -> Figur
                 bar.get_x() + bar.get_width() / 2, bar.get_height(), "not\nreached", ha="center", fontsize=7
             )
     a2.set_ylabel(f"epochs to {100 * s.target:.0f}% test top-1")
+    a2.set_ylim(0, 1.3 * max(values, default=1))  # room above the bars for "not reached"
+    a2.set_xlabel("activation")
+    a2.set_title("epochs to the target")
     a2.tick_params(axis="x", rotation=45)
     a2.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
     save_png(fig, ctx.out / "convergence.png")
     return Figure(
         "convergence.png",

@@ -190,6 +190,7 @@ def _plot(runs: dict, ctx: Context, dataset: str) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("error (%)")
+    fig.tight_layout()
     save_png(fig, ctx.out / "errors.png")
     return Figure(
         "errors.png",

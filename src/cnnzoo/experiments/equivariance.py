@@ -473,8 +473,10 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     a2.set_xlabel("shift (px)")
     a2.set_ylabel("%")
     a2.set_title("classifiers on shifted test images")
-    a2.legend(fontsize=7)
+    # Under the panel: inside, eight entries would hide the curves.
+    a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     a2.grid(alpha=0.3)
+    fig.tight_layout()
     save_png(fig, ctx.out / "translation.png")
 
     fig, (b1, b2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
@@ -487,6 +489,7 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     b1.set_xscale("log")
     b1.axvline(FLOAT_PRECISION, color="gray", ls=":")
     b1.set_xlabel("largest relative error over 90/180/270° (log)")
+    b1.set_ylabel("layer")
     b1.set_title("rotation: ordinary vs p4 layers")
     b1.invert_yaxis()
     b1.tick_params(axis="y", labelsize=8)
@@ -498,6 +501,7 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     b2.set_title("classifiers on rotated images")
     b2.legend(fontsize=7)
     b2.grid(alpha=0.3)
+    fig.tight_layout()
     save_png(fig, ctx.out / "rotation.png")
     return [
         Figure(
