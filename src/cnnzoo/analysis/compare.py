@@ -1,6 +1,6 @@
 """Models side by side: parameters, MACs, activation memory, receptive field, ImageNet top-1.
 
-The lecture's "accuracy against complexity" plot (seeds/000, "Tiny networks": one family beats
+The lecture's "accuracy against complexity" plot (after Canziani et al. 2016: one family beats
 another if it moves the whole curve up and to the left) is `plot_accuracy_vs_macs`; it needs
 matplotlib (`pip install cnnzoo[plot]`), the rest of cnnzoo does not.
 """

@@ -1,6 +1,6 @@
 """Activation functions: ReLU converges several times faster than sigmoid and tanh.
 
-The lecture (seeds/002, "ReLU ... converges much faster than sigmoid/tanh in practice (e.g.
+The lecture ("ReLU ... converges much faster than sigmoid/tanh in practice (e.g.
 6x)") quotes Krizhevsky et al. 2012, Fig. 1: a four-layer CNN with ReLUs reached 25% training
 error on CIFAR-10 six times faster than the same net with tanh. Here the same LeNet-5 (max
 pooling for every activation, so that only the non-linearity changes) trains on Fashion-MNIST
@@ -266,7 +266,7 @@ EXPERIMENT = Experiment(
     title="Activations: ReLU converges faster than sigmoid and tanh",
     claim="ReLU: does not saturate (in +region), very computationally efficient, converges much faster than "
     "sigmoid/tanh in practice (e.g. 6x).",
-    source="seeds/002 (activation functions); Krizhevsky et al. 2012, Fig. 1",
+    source="Krizhevsky et al. 2012, Fig. 1 (as the course's lecture on activation functions quotes it)",
     budgets=BUDGETS,
     run=run,
     summary="LeNet-5 with sigmoid, tanh, ReLU, leaky ReLU, ELU, Swish, Mish: epochs and seconds to a target",

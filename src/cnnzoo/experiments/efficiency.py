@@ -1,6 +1,6 @@
 """Efficiency: accuracy against multiply-adds and measured latency, with the Pareto frontier.
 
-The lectures (seeds/001, seeds/002): after ResNet "focus shifted to efficient networks" -
+The lectures (after Howard et al. 2017, Tan & Le 2019): after ResNet "focus shifted to efficient networks" -
 MobileNet, ShuffleNet, EfficientNet - "much more efficient, with little loss in accuracy", i.e.
 they move the accuracy-vs-cost curve up and to the left. Here nets of the classic families
 (LeNet-5, the CIFAR ResNet-20) and of the efficient ones train with one recipe on the same
@@ -299,7 +299,8 @@ EXPERIMENT = Experiment(
     claim="After ResNet, focus shifted to efficient networks: lots of tiny networks aimed at mobile devices "
     "(MobileNet, ShuffleNet) ... much more efficient, with little loss in accuracy; EfficientNet balances "
     "accuracy and efficiency.",
-    source="seeds/002 (Efficient networks; Network structure summary), seeds/001 (Focus back on efficiency)",
+    source="The course's lectures on efficient networks; Howard et al. 2017, arXiv:1704.04861; "
+    "Tan & Le 2019, arXiv:1905.11946",
     budgets=BUDGETS,
     run=run,
     summary="LeNet-5, ResNet-20, ShuffleNet v2, MobileNet v1/v2, EfficientNet-B0 on one recipe: Pareto frontier",

@@ -1,6 +1,6 @@
 """Equivariance and invariance, measured: translations, rotations, and a p4 group convolution.
 
-The lecture (seeds/002, "Math properties"): a representation phi is *equivariant* to a
+The lecture ("Math properties"): a representation phi is *equivariant* to a
 transformation g when phi(g x) = M_g phi(x) for some map M_g, *invariant* when phi(g x) =
 phi(x). "Convolutions are equivariant to translation", "convolution + pooling + FC" is
 (nearly) invariant to it, and "convolutions are not equivariant to ... rotation" - unless, as
@@ -523,7 +523,7 @@ EXPERIMENT = Experiment(
     claim="Convolutions are equivariant to translation; convolution + pooling + FC is invariant to it. "
     "Convolutions are not equivariant to other isometries of the sampling lattice, e.g. rotation; ordinary "
     "CNNs can be generalized to group equivariant networks (Cohen and Welling ICML'16).",
-    source="seeds/002 (Math properties: equivariance and invariance); Cohen & Welling 2016, arXiv:1602.07576",
+    source="The course's lecture on equivariance and invariance; Cohen & Welling 2016, arXiv:1602.07576",
     budgets=BUDGETS,
     run=run,
     summary="equivariance errors under shifts and rotations; classifiers' invariance; p4 vs ordinary convs",

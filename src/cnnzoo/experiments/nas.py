@@ -1,6 +1,6 @@
 """Neural architecture search: random search and regularized evolution under a MACs budget.
 
-The lecture (seeds/002, "Can we learn good architectures automatically?"): sample an
+The lecture ("Can we learn good architectures automatically?"): sample an
 architecture from a search space, train it to get a reward, use the reward to propose better
 ones (Zoph & Le 2016); EfficientNet's baseline came out of such a search. Here the space is
 `cnnzoo.models.nas.NAS_SPACE` (per stage: depth, width, kernel, expansion, SE; MnasNet-style),
@@ -444,7 +444,8 @@ EXPERIMENT = Experiment(
     title="Architecture search: random search and evolution under a MACs budget",
     claim="Neural architecture search can now automate architecture design: sample an architecture from a "
     "search space, train it to get a reward corresponding to accuracy, and use it to find better ones.",
-    source="seeds/002 (Neural architecture search, Zoph & Le 2016; EfficientNet); Real et al. 2019, arXiv:1802.01548",
+    source="Zoph & Le 2016, arXiv:1611.01578 (as the course's lecture on architecture search cites it); "
+    "Real et al. 2019, arXiv:1802.01548",
     budgets=BUDGETS,
     run=run,
     summary="MnasNet-style space under a MACs budget: random search vs regularized evolution, best retrained",

@@ -1,6 +1,6 @@
 """Transfer learning: fine-tuning a pretrained net beats training from scratch on little data.
 
-The lecture's exercise (seeds/002, last slide): "What's the performance difference between the
+The lecture's exercise (its last slide): "What's the performance difference between the
 model finetuned from a pretrained ResNet and that trained from scratch?" Here a CIFAR ResNet-20
 is pretrained on Fashion-MNIST (clothes), then trained on labelled subsets of MNIST (digits) -
 100 images, 1,000 images and all of them - once from the pretrained weights and once from
@@ -227,7 +227,7 @@ EXPERIMENT = Experiment(
     claim="Use ResNet for image classification ... you can either use the model pretrained ... or trained "
     "from scratch. What's the performance difference between the model finetuned from a pretrained ResNet "
     "and that trained from scratch? (Fine-tuning wins when labelled data are few.)",
-    source="seeds/002 (assignment slide); Yosinski et al. 2014, arXiv:1411.1792",
+    source="The course's assignment; Yosinski et al. 2014, arXiv:1411.1792",
     budgets=BUDGETS,
     run=run,
     summary="ResNet-20 pretrained on Fashion-MNIST, fine-tuned on 100 / 1,000 / all MNIST digits vs scratch",
