@@ -167,7 +167,7 @@ def test_frontier_labels_do_not_overlap(tmp_path, checked_figures):
 
 
 def test_nas_search_shows_both_strategies_when_their_curves_coincide(tmp_path, checked_figures):
-    from cnnzoo.experiments.nas import Candidate, Settings, _plot_search
+    from cnnzoo.experiments.nas import Candidate, Settings, _plot_search, shared_start_note
     from cnnzoo.experiments.runner import Context
 
     # The committed full run's scores: random search's first candidate is the best of both searches,
@@ -191,3 +191,7 @@ def test_nas_search_shows_both_strategies_when_their_curves_coincide(tmp_path, c
     # Each strategy's own candidates are drawn (12 points each), not only the shared best-so-far line.
     counts = sorted(len(line.get_xdata()) for line in left.get_lines() if line.get_marker() in ("o", "x"))
     assert counts == [12, 12]
+    # ...and the report says why, in words; a later, better evolved child ends the coincidence.
+    assert "random search's #1" in shared_start_note(rand, evo, 5)
+    better = [*evo, Candidate(None, 7_000_000, 0.71, "evolution")]
+    assert shared_start_note(rand, better, 5) is None

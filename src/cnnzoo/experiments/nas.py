@@ -185,6 +185,21 @@ def best_so_far(cands: list[Candidate]) -> list[float]:
     return out
 
 
+def shared_start_note(rand: list[Candidate], evo: list[Candidate], population: int) -> str | None:
+    """A note when the best candidate of both searches is in evolution's start, which it shares with
+    random search: then neither improved on it and their best-so-far curves are the same line."""
+    best = max(rand + evo, key=lambda c: c.score)
+    first = next((i for i, c in enumerate(rand[:population]) if c.score == best.score), None)
+    if first is None or max(c.score for c in evo) > best.score:
+        return None
+    return (
+        f"The best candidate of both searches ({100 * best.score:.2f}% proxy accuracy) is random search's "
+        f"#{first + 1}, one of the {population} that also start evolution: no later candidate of either "
+        "strategy beat it, so the two best-so-far curves in search.png are the same line (each candidate's "
+        "own accuracy is drawn beside them)."
+    )
+
+
 # -- the experiment ------------------------------------------------------------------------------
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.analysis import profile
@@ -355,6 +370,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             f"best proxy validation accuracy: evolution {100 * best_e:.2f}%, random {100 * best_r:.2f}%",
         )
     )
+    shared_best = shared_start_note(rand, evo, s.population)
+    if shared_best:
+        result.notes.append(shared_best)
     if s.model_kwargs:
         result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)
