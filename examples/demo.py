@@ -1,6 +1,6 @@
 """cnnzoo's demo: the zoo, a lecture table checked, and a torchvision checkpoint that just loads.
 
-Run with `make demo`. Everything happens on the CPU in a few seconds.
+Run with `make tour`. Everything happens on the CPU in a few seconds.
 """
 
 from __future__ import annotations

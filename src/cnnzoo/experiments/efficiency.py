@@ -27,6 +27,7 @@ from torch import nn
 
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
+from cnnzoo.words import plural
 
 __all__ = ["EFFICIENT_FAMILIES", "EXPERIMENT", "Settings", "beyond_frontier", "measure_latency"]
 
@@ -168,7 +169,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     result = ExperimentResult(
         name="efficiency", title=EXPERIMENT.title, claim=EXPERIMENT.claim, source=EXPERIMENT.source
     )
-    add_comparison(result, entries, ctx, s.data, label=f"{len(train_idx):,} images, {s.epochs} epochs")
+    add_comparison(
+        result, entries, ctx, s.data, label=f"{len(train_idx):,} images, {plural(s.epochs, 'epoch')}"
+    )
     if s.model_kwargs:
         result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)

@@ -33,6 +33,7 @@ from cnnzoo.experiments.efficiency import MODEL_KWARGS
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 from cnnzoo.models.nas import NAS_SPACE, DesignSpace, NasSpec, spec_macs
+from cnnzoo.words import plural
 
 __all__ = ["EXPERIMENT", "Candidate", "Settings", "random_search", "regularized_evolution", "sample_within"]
 
@@ -336,7 +337,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         entries,
         ctx,
         s.data,
-        label=f"{len(train_idx):,} images, {s.epochs} epochs; the searched net is {best.spec.arch}",
+        label=f"{len(train_idx):,} images, {plural(s.epochs, 'epoch')}; the searched net is {best.spec.arch}",
         findings=False,
     )
     points = {n: (e["macs"], e["test_top1"]) for n, e in entries.items()}
