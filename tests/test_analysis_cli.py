@@ -117,7 +117,7 @@ def test_published_top1_is_torchvision_s() -> None:
 
 
 def test_summary_builds_lenet_for_the_input_size(capsys) -> None:
-    # LeNet-5's flatten ties fc1 to the input: at 32x32 (the 1998 paper's size) conv2 gives 16x6x6,
+    # LeNet-5's flatten ties fc1 to the input: at 32x32 (conv1 keeps the size, padding 2) conv2 gives 16x6x6,
     # so fc1 has 576*120 + 120 weights instead of 400*120 + 120: 61,706 + 176*120 = 82,826 (by hand).
     code, out, err = run(capsys, "summary", "lenet5", "--input", "1x32x32")
     assert code == 0 and "lenet5 at 1x32x32: 82,826 parameters" in out

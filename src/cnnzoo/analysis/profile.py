@@ -700,7 +700,7 @@ def profile(
         if "in_chans" not in kwargs and input_size is not None and size[0] != info.input_size[0]:
             kwargs["in_chans"] = size[0]
         # A net whose head is tied to one input size (LeNet-5's flatten) is built for the size
-        # asked for, as for the channels: `cnnzoo summary lenet5 --input 1x32x32` is the 1998 net.
+        # asked for, as for the channels: `cnnzoo summary lenet5 --input 1x32x32` builds it for 32x32.
         square = len(size) == 3 and size[1] == size[2] and tuple(size[1:]) != tuple(info.input_size[1:])
         if "img_size" not in kwargs and input_size is not None and square and _fixed_size(name):
             kwargs["img_size"] = size[1]
