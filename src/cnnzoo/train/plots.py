@@ -96,7 +96,8 @@ def label_points(
     Call it after the figure's layout is fixed (`tight_layout`): placement is measured in display
     units, which a later layout change would move."""
     fig = ax.figure
-    renderer = fig.canvas.get_renderer()
+    # Agg canvases (cnnzoo's own, notebooks') have a renderer; any other gets one drawn for it.
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
     frame = ax.get_window_extent(renderer)
     taken = []
     legend = ax.get_legend()
