@@ -1,6 +1,6 @@
 """cnnzoo's demo: the zoo, a lecture table checked, and a torchvision checkpoint that just loads.
 
-Run with `make demo`. Everything happens on the CPU in a few seconds.
+Run with `make tour`. Everything happens on the CPU in a few seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ section("The zoo")
 cli(["list"])
 
 section("Lecture tables, reproduced")
-# Lecture numbers: LeNet-5 61,706 parameters; AlexNet 62,378,344 (seeds/003 structural table).
+# Lecture numbers: LeNet-5 61,706 parameters; AlexNet 62,378,344 (the lecture's structural table,
+# after Krizhevsky et al. 2012).
 for name, lecture in (("lenet5", 61_706), ("alexnet_paper", 62_378_344)):
     if cnnzoo.is_model(name):
         n = params(cnnzoo.create_model(name))

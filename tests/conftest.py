@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -32,3 +34,31 @@ def hub_cache(tmp_path, monkeypatch):
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub" / "checkpoints"
     torch.hub.set_dir(before)
+
+
+@pytest.fixture
+def checked_figures(monkeypatch) -> list[Any]:
+    """Every figure cnnzoo saves during the test passes `check_figure` first (pictures with their
+    axes off skip the axis-label part); yields the list of figures checked, saved as usual."""
+    import cnnzoo.analysis.compare
+    import cnnzoo.counting.plots
+    import cnnzoo.experiments.plots
+    import cnnzoo.train.plots
+    from figure_checks import check_figure
+
+    original = cnnzoo.train.plots.save_png
+    seen: list[Any] = []
+
+    def save(fig: Any, path: Any, **kwargs: Any) -> Any:
+        check_figure(fig, axes_labels=any(ax.axison for ax in fig.axes))
+        seen.append(fig)
+        return original(fig, path, **kwargs)
+
+    for module in (
+        cnnzoo.train.plots,
+        cnnzoo.counting.plots,
+        cnnzoo.experiments.plots,
+        cnnzoo.analysis.compare,
+    ):
+        monkeypatch.setattr(module, "save_png", save, raising=False)
+    return seen

@@ -1,8 +1,9 @@
 """`cnnzoo.profile`: every number against an oracle that does not share its code.
 
 Oracles: torch's `FlopCounterMode` (every registered model), torchvision's published "GFLOPS"
-(which are GMACs), the lecture's AlexNet table (seeds/003), hand arithmetic for the lectures'
-cost identities (seeds/000, 001, 002), and Araujo et al.'s receptive fields (Distill 2019).
+(which are GMACs), the lecture's AlexNet table (after Krizhevsky et al. 2012), hand arithmetic for the
+lectures' cost identities (after He et al. 2015, Simonyan & Zisserman 2014, Howard et al. 2017),
+and Araujo et al.'s receptive fields (Distill 2019).
 
 Profiling runs on the meta device, where nothing is computed, so even the all-model test at
 each model's own input size takes about a second per model.
@@ -82,7 +83,7 @@ def test_torchvision_table_is_torchvision_s() -> None:
         assert get_model_weights(name).IMAGENET1K_V1.meta["_ops"] == pytest.approx(gflops, abs=1e-3)
 
 
-# -- the lecture's AlexNet table (seeds/003, "AlexNet Network - Structural Details") --------------
+# -- the lecture's AlexNet table ("AlexNet Network - Structural Details") --------------------------
 # (layer, kernel, stride, pad, output (C, H, W), parameters); 227 x 227 x 3 input.
 ALEXNET_TABLE = [
     ("conv1", 11, 4, 0, (96, 55, 55), 34_944),
@@ -224,8 +225,9 @@ def conv(cin: int, cout: int, k: int, groups: int = 1) -> nn.Conv2d:
     [("one 5x5", 1, 5), ("two 3x3", 2, 3), ("one 7x7", 1, 7), ("three 3x3", 3, 3)],
 )
 def test_stacked_3x3_costs(stack: str, n: int, k: int) -> None:
-    # seeds/001 "Why only 3x3 convs?": a 5x5 C->C costs 25C^2 parameters and 25C^2HW flops,
-    # two 3x3s 18C^2 and 18C^2HW, and see the same 5x5 window; 7x7 49 vs three 3x3s 27.
+    # The lecture's "Why only 3x3 convs?" (Simonyan & Zisserman 2014, Sec. 2.3): a 5x5 C->C costs
+    # 25C^2 parameters and 25C^2HW flops, two 3x3s 18C^2 and 18C^2HW, and see the same 5x5 window;
+    # 7x7 49 vs three 3x3s 27.
     p = profile(nn.Sequential(*[conv(C, C, k) for _ in range(n)]), (C, H, H))
     assert p.total_params == n * k * k * C * C
     assert p.total_macs == n * k * k * C * C * H * H
@@ -234,7 +236,7 @@ def test_stacked_3x3_costs(stack: str, n: int, k: int) -> None:
 
 
 def test_halve_resolution_double_channels_same_cost() -> None:
-    # seeds/001: C x 2H x 2W through a 3x3 C->C: memory 4CHW, params 9C^2, 36HWC^2 flops;
+    # The lecture: C x 2H x 2W through a 3x3 C->C: memory 4CHW, params 9C^2, 36HWC^2 flops;
     # 2C x H x W through a 3x3 2C->2C: memory 2CHW, params 36C^2, 36HWC^2 flops.
     big = profile(conv(C, C, 3), (C, 2 * H, 2 * H))
     small = profile(conv(2 * C, 2 * C, 3), (2 * C, H, H))
@@ -244,7 +246,7 @@ def test_halve_resolution_double_channels_same_cost() -> None:
 
 
 def test_bottleneck_17_vs_basic_18() -> None:
-    # seeds/000 "More layers, less computational cost": basic block at C: 18HWC^2; bottleneck
+    # He et al. 2015, Sec. 4.1 ("More layers, less computational cost"): basic block at C: 18HWC^2; bottleneck
     # at 4C in and out (C inside): 4 + 9 + 4 = 17HWC^2. BatchNorm and the add are not MACs.
     basic = profile(BasicBlock(C, C), (C, H, H))
     bottleneck = profile(Bottleneck(4 * C, 4 * C), (4 * C, H, H))
@@ -253,7 +255,7 @@ def test_bottleneck_17_vs_basic_18() -> None:
 
 
 def test_depthwise_separable_speedup() -> None:
-    # seeds/000 MobileNets: standard 3x3 costs 9C^2HW, depthwise 3x3 + pointwise 1x1 (9C + C^2)HW,
+    # Howard et al. 2017, Sec. 3.1: standard 3x3 costs 9C^2HW, depthwise 3x3 + pointwise 1x1 (9C + C^2)HW,
     # a speed-up of 9C / (9 + C). Built from plain convolutions so it tests the counter alone.
     standard = profile(conv(C, C, 3), (C, H, H))
     separable = profile(nn.Sequential(conv(C, C, 3, groups=C), conv(C, C, 1)), (C, H, H))
@@ -280,13 +282,13 @@ def test_conv_rows_record_groups(name: str, tv_name: str) -> None:
 
 @pytest.mark.parametrize("t", [1, 6])
 def test_mobilenet_v2_block(t: int) -> None:
-    # seeds/000: 1x1 C->tC (tHWC^2), depthwise 3x3 on tC (9tHWC), 1x1 tC->C (tHWC^2).
+    # Sandler et al. 2018, Table 1: 1x1 C->tC (tHWC^2), depthwise 3x3 on tC (9tHWC), 1x1 tC->C (tHWC^2).
     block = nn.Sequential(conv(C, t * C, 1), conv(t * C, t * C, 3, groups=t * C), conv(t * C, C, 1))
     assert profile(block, (C, H, H)).total_macs == 2 * t * H * H * C * C + 9 * t * H * H * C
 
 
 class Inception(nn.Module):
-    """The lecture's inception module on 28x28x256 (seeds/002): naive, or with 1x1 reductions."""
+    """The lecture's inception module on 28x28x256: naive, or with 1x1 reductions."""
 
     def __init__(self, reduce: bool) -> None:
         super().__init__()

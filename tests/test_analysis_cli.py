@@ -114,3 +114,21 @@ def test_published_top1_is_torchvision_s() -> None:
         meta = get_model_weights(name).IMAGENET1K_V1.meta
         assert meta["_metrics"]["ImageNet-1K"]["acc@1"] == top1, name
     assert published_top1("resnet18") == 69.758 and published_top1("resnet20") is None
+
+
+def test_summary_builds_lenet_for_the_input_size(capsys) -> None:
+    # LeNet-5's flatten ties fc1 to the input: at 32x32 (conv1 keeps the size, padding 2) conv2 gives 16x6x6,
+    # so fc1 has 576*120 + 120 weights instead of 400*120 + 120: 61,706 + 176*120 = 82,826 (by hand).
+    code, out, err = run(capsys, "summary", "lenet5", "--input", "1x32x32")
+    assert code == 0 and "lenet5 at 1x32x32: 82,826 parameters" in out
+    code, out, err = run(capsys, "summary", "lenet5", "--input", "1x32x28")
+    assert code == 2 and "square inputs only" in err and "--input CxNxN" in err
+
+
+def test_compare_plot_says_what_it_could_not_place(capsys, tmp_path) -> None:
+    code, out, err = run(capsys, "compare", "alexnet", "alexnet_paper", "--plot", str(tmp_path / "a.png"))
+    assert code == 0 and "named under the plot: alexnet_paper" in err
+    assert "memory (MiB)" in out.splitlines()[0]  # the unit `summary` prints
+    code, _, err = run(capsys, "compare", "resnet20", "resnet56", "--plot", str(tmp_path / "c.png"))
+    assert code == 0 and "plotted parameters against MACs" in err
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

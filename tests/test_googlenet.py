@@ -1,8 +1,8 @@
 """GoogLeNet against the lectures' tables and torchvision.
 
-Oracles: the paper's Table 1 as the lecture prints it (seeds/003) and the arithmetic of its own
-filter counts, the lecture's naive-vs-reduced Inception module costs (seeds/002), the lecture's
-stem table (seeds/003, second GoogLeNet slide), torch's FlopCounterMode for multiply-adds
+Oracles: the paper's Table 1 (Szegedy et al. 2014) as the lecture prints it and the arithmetic of its own
+filter counts, the lecture's naive-vs-reduced Inception module costs, the lecture's
+stem table (its second GoogLeNet slide), torch's FlopCounterMode for multiply-adds
 (FLOPs / 2), and torchvision's GoogLeNet for layout, auxiliary outputs and `transform_input`.
 """
 
@@ -46,7 +46,7 @@ def tv_googlenet(**kwargs) -> nn.Module:
         return torchvision.models.googlenet(init_weights=True, **kwargs)
 
 
-# -- Table 1 (Szegedy et al. 2014) as the lecture prints it: seeds/003, lines ~180-205 --------------
+# -- Table 1 (Szegedy et al. 2014, arXiv:1409.4842) as the lecture prints it -----------------------
 
 
 def inception_weights(cin: int, c1: int, r3: int, c3: int, r5: int, c5: int, pp: int) -> int:
@@ -139,7 +139,7 @@ def test_table1_totals(paper_costs: tuple[nn.Module, dict[str, int]]) -> None:
 
 
 def test_lecture_stem_table() -> None:
-    # seeds/003, the second GoogLeNet slide: layer outputs (C, H/W), memory in KB (4-byte floats)
+    # The lecture's second GoogLeNet slide: layer outputs (C, H/W), memory in KB (4-byte floats)
     # and params in K = 1000 *with* biases, rounded. Its max-pools pad by 1 where the paper's
     # ceil-mode pools do not; both give 56 and 28.
     model = cnnzoo.create_model("googlenet_paper").eval()
@@ -175,7 +175,7 @@ def test_lecture_stem_table() -> None:
     assert round(stem_params / 1000) == 124
 
 
-# -- The naive and the reduced Inception module (seeds/002, "Inception Module" slides) -------------
+# -- The naive and the reduced Inception module (the lecture's "Inception Module" slides) ----------
 
 HW, CIN = 28 * 28, 256
 # "Naive Inception module. Conv Ops: [1x1 conv, 128] 28x28x128x1x1x256, [3x3 conv, 192]

@@ -284,7 +284,7 @@ def test_alexnet_lrn_matches_paper_formula():
 
 # -- residual blocks: the lecture's cost table ----------------------------------------------------------
 def test_basic_block_costs_18hwc2():
-    # seeds/000, "More layers, less computational cost": two 3x3 convs at C channels = 18HWC^2.
+    # The lecture's "More layers, less computational cost": two 3x3 convs at C channels = 18HWC^2.
     c, h, w = 32, 8, 6
     assert conv_macs(BasicBlock(c, c), torch.randn(1, c, h, w)) == 18 * h * w * c * c
 

@@ -34,7 +34,7 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# -- the lecture's cost formulas (seeds/000, "MobileNets: Tiny Networks") --------------------------
+# -- the cost formulas (Howard et al. 2017, arXiv:1704.04861, Sec. 3.1) --------------------------
 
 
 @pytest.mark.parametrize("c", [8, 32, 64, 256, 1024])

@@ -76,7 +76,7 @@ def _fake_reports(root: Path, broken: str | None = None) -> Path:
             name,
             f"{name.title()} experiment",
             'A claim with <markup> & "quotes" that must be escaped',
-            "seeds/002",
+            "Zoph & Le 2016",
             findings=[Finding("first part", True, "1 > 0"), Finding("second part", i % 2 == 0, "numbers")],
             tables=[Table("numbers", ["net", "top-1 (%)"], [["resnet20", 91.25], ["lenet5", 88.5]])],
             figures=figs,

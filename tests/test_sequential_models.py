@@ -45,7 +45,7 @@ def output_shapes(model: nn.Module, x: torch.Tensor, types: tuple[type[nn.Module
 # 120*84+84 = 10,164, 84*10+10 = 850; 61,706 in all.
 LENET5_PARAMS = 61_706
 
-# Lecture seeds/003, "AlexNet Network - Structural Details", the "# of Param" column.
+# The lecture's "AlexNet Network - Structural Details" table, its "# of Param" column.
 ALEXNET_PAPER_LAYER_PARAMS = [34_944, 614_656, 885_120, 1_327_488, 884_992, 37_752_832, 16_781_312, 4_097_000]
 ALEXNET_PAPER_PARAMS = 62_378_344  # the table's total
 
@@ -76,7 +76,8 @@ def test_alexnet_paper_parameter_count_per_layer() -> None:
 
 def test_zfnet_parameter_count_by_formula() -> None:
     # The lecture's count for a layer of K filters of F x F over D channels: F*F*D*K + K.
-    # ZFNet (seeds/002): conv1 96@7x7 over 3, conv2 256@5x5, conv3-5 512/1024/512 @3x3,
+    # ZFNet as the lecture gives it (after Zeiler & Fergus 2013, arXiv:1311.2901):
+    # conv1 96@7x7 over 3, conv2 256@5x5, conv3-5 512/1024/512 @3x3,
     # pool5 6x6x512 = 18,432 inputs to fc6, then 4096, 4096, 1000.
     layers = [(7, 3, 96), (5, 96, 256), (3, 256, 512), (3, 512, 1024), (3, 1024, 512)]
     layers += [(1, 6 * 6 * 512, 4096), (1, 4096, 4096), (1, 4096, 1000)]

@@ -1,6 +1,6 @@
 """Models side by side: parameters, MACs, activation memory, receptive field, ImageNet top-1.
 
-The lecture's "accuracy against complexity" plot (seeds/000, "Tiny networks": one family beats
+The lecture's "accuracy against complexity" plot (after Canziani et al. 2016: one family beats
 another if it moves the whole curve up and to the left) is `plot_accuracy_vs_macs`; it needs
 matplotlib (`pip install cnnzoo[plot]`), the rest of cnnzoo does not.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.profile import profile
-from cnnzoo.atomic import atomic_write
+from cnnzoo.train.plots import save_png
 
 __all__ = ["PUBLISHED_TOP1", "compare", "plot_accuracy_vs_macs", "published_top1"]
 
@@ -92,34 +92,52 @@ def compare(names: Sequence[str], input_size: Sequence[int] | None = None) -> li
 
 
 def plot_accuracy_vs_macs(rows: Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """Top-1 against GMACs (log scale), one labelled point per model, written atomically as PNG."""
-    try:
-        import matplotlib
+    """Top-1 against GMACs (log scale), one labelled point per model, written atomically as PNG.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import matplotlib.ticker
-    except ImportError as e:
-        raise ImportError("the plot needs matplotlib: pip install 'cnnzoo[plot]'") from e
-    points = [r for r in rows if r.get("top1") is not None]
-    if not points:
-        raise ValueError("none of these models has a published top-1; nothing to plot")
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for r in points:
-        ax.scatter(r["macs"] / 1e9, r["top1"], s=max(r["params"] / 1e6, 4) * 3, alpha=0.6)
-        ax.annotate(
-            r["name"], (r["macs"] / 1e9, r["top1"]), fontsize=8, xytext=(4, 2), textcoords="offset points"
-        )
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    Models without a published top-1 (cnnzoo's own variants such as ``alexnet_paper``, the CIFAR
+    nets) are named under the plot rather than dropped; when no model has one, the plot shows what
+    is known of all of them - parameters against multiply-adds - and says why."""
+    from cnnzoo.train.plots import label_points, log_axis, pyplot
+
+    plt = pyplot()
+    known = [r for r in rows if r.get("top1") is not None]
+    unknown = [r["name"] for r in rows if r.get("top1") is None]
+    shown = known or list(rows)
+    if not shown:
+        raise ValueError("no models to plot")
+    gmacs = [r["macs"] / 1e9 for r in shown]
+    ys = [r["top1"] for r in shown] if known else [r["params"] / 1e6 for r in shown]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sizes = [max(r["params"] / 1e6, 4) * 3 for r in shown] if known else [30] * len(shown)
+    ax.scatter(gmacs, ys, s=sizes, alpha=0.6, c=[f"C{i % 10}" for i in range(len(shown))])
+    ax.margins(x=0.15, y=0.12)  # room for the labels of the outermost points
+    log_axis(ax, "x")
     ax.set_xlabel("GMACs per image (log scale)")
-    ax.set_ylabel("ImageNet top-1 (%), torchvision weights")
-    ax.set_title("Accuracy against cost (marker area ~ parameters)")
+    if known:
+        ax.set_ylabel("ImageNet top-1 (%), torchvision weights")
+        ax.set_title("Accuracy against cost (marker area ~ parameters)")
+    else:
+        log_axis(ax, "y")
+        ax.set_ylabel("parameters (millions, log scale)")
+        ax.set_title("Parameters against cost (no published ImageNet top-1 for these models)")
     ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
+    if known and unknown:
+        fig.text(
+            0.01,
+            0.01,
+            _wrap("no published ImageNet top-1, not plotted: " + ", ".join(unknown)),
+            fontsize=8,
+            va="bottom",
+        )
+        fig.tight_layout(rect=(0, 0.06 + 0.03 * _wrap(", ".join(unknown)).count("\n"), 1, 1))
+    else:
+        fig.tight_layout()
+    label_points(ax, gmacs, ys, [r["name"] for r in shown], fontsize=8)
     # A crash halfway leaves the old file (or none), never a truncated PNG.
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
+    return save_png(fig, Path(path), dpi=120)
+
+
+def _wrap(text: str, width: int = 110) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))

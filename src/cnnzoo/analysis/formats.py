@@ -1,6 +1,6 @@
 """A `Profile` as the lecture's table: aligned text, Markdown, CSV or JSON.
 
-The columns are the lecture's (seeds/003, "Input size | Layer | Output size"):
+The columns are the lecture's ("Input size | Layer | Output size"):
 
     layer  kind  C  H/W  filters  kernel  stride  pad  out C  out H/W  memory (KB)  params (K)  MACs (M)  RF
 

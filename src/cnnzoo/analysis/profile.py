@@ -664,6 +664,14 @@ def _resolve_input_size(input_size: Any, default: tuple[int, ...]) -> tuple[int,
     return size
 
 
+def _fixed_size(name: str) -> bool:
+    """Whether the registered model only takes one input size (and so has an `img_size` option)."""
+    from cnnzoo.registry import create_model
+
+    with torch.device("meta"):
+        return getattr(create_model(name), "fixed_input_size", None) is not None
+
+
 def profile(
     model_or_name: nn.Module | str,
     input_size: Sequence[int] | None = None,
@@ -694,6 +702,11 @@ def profile(
         kwargs = dict(model_kwargs)
         if "in_chans" not in kwargs and input_size is not None and size[0] != info.input_size[0]:
             kwargs["in_chans"] = size[0]
+        # A net whose head is tied to one input size (LeNet-5's flatten) is built for the size
+        # asked for, as for the channels: `cnnzoo summary lenet5 --input 1x32x32` builds it for 32x32.
+        square = len(size) == 3 and size[1] == size[2] and tuple(size[1:]) != tuple(info.input_size[1:])
+        if "img_size" not in kwargs and input_size is not None and square and _fixed_size(name):
+            kwargs["img_size"] = size[1]
 
         def build(device: str) -> nn.Module:
             with torch.device(device):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_dir, check_output_file, show_defaults
+from cnnzoo.words import plural
 
 __all__ = ["add_parser"]
 
@@ -156,7 +157,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print(
             f"{final['model']} on ShanghaiTech Part {final['part']}: test MAE {final['test_mae']:.2f}, "
-            f"RMSE {final['test_rmse']:.2f} ({final['test_images']} images) with the epoch-{final['best_epoch']} "
+            f"RMSE {final['test_rmse']:.2f} ({plural(final['test_images'], 'image')}) with the epoch-{final['best_epoch']} "
             f"model chosen on validation (val MAE {final['val_mae']:.2f}); predicting the training "
             f"mean count gives test MAE {final['mean_baseline_test_mae']:.2f}; run in {final['out']}"
         )

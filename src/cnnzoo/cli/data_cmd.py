@@ -95,6 +95,12 @@ def cmd_data_list(args: argparse.Namespace) -> int:
             }
         )
     print(render_rows(rows, ["name", "classes", "input", "train", "test", "fetched", "source"], args.format))
+    if human:
+        # Not a row: an image folder is read in place, so its classes and sizes are the folder's.
+        print(
+            "\nAlso: --data imagefolder:PATH, a folder with one subfolder of images per class "
+            "(or train/, val/, test/ folders of those), read in place."
+        )
     return 0
 
 

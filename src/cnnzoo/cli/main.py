@@ -239,7 +239,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "input": r["input"],
                 "params (M)": f"{r['params'] / 1e6:.2f}",
                 "MACs (G)": f"{r['macs'] / 1e9:.3f}",
-                "memory (MB)": f"{r['memory_bytes'] / 2**20:.1f}",
+                "memory (MiB)": f"{r['memory_bytes'] / 2**20:.1f}",
                 "RF": "" if r["receptive_field"] is None else r["receptive_field"],
                 "top-1 (%)": "" if r["top1"] is None else f"{r['top1']:.2f}",
             }
@@ -252,6 +252,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise UsageError(str(e)) from e
         print(f"wrote {path}", file=sys.stderr)
+        unknown = [r["name"] for r in rows if r["top1"] is None]
+        if unknown and len(unknown) < len(rows):
+            print(f"no published ImageNet top-1, named under the plot: {', '.join(unknown)}", file=sys.stderr)
+        elif unknown:
+            print(
+                "no published ImageNet top-1 for any of them: plotted parameters against MACs",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from cnnzoo.analysis.formats import render_rows as _render
 from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_file, show_defaults
+from cnnzoo.words import plural
 
 __all__ = ["add_parsers"]
 
@@ -172,7 +173,7 @@ def _final_line(final: dict[str, Any]) -> str:
     if "val_top1" in final:
         text += f"selected epoch {final['best_epoch']} of {final['epochs']} on validation top-1 {100 * final['val_top1']:.2f}%; "
     else:
-        text += f"{final['epochs']} epochs, no validation set (the last epoch is reported); "
+        text += f"{plural(final['epochs'], 'epoch')}, no validation set (the last epoch is reported); "
     if "test_top1" in final:
         text += f"test top-1 {100 * final['test_top1']:.2f}%, top-5 {100 * final['test_top5']:.2f}% "
         if final.get("best_epoch") != final["epochs"] and "test_top1_last" in final:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnzoo.train.plots import pyplot, save_png
+from cnnzoo.train.plots import epoch_axis, log_axis, pyplot, save_png
 
 __all__ = ["plot_count_curves", "plot_density_overlay", "plot_scatter"]
 
@@ -46,13 +46,12 @@ def plot_density_overlay(
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.axis("off")
-    parts = [title] if title else []
+    parts = [title or "density map"]
     if count is not None:
         parts.append(f"estimated count {count:.1f}")
     if true_count is not None:
         parts.append(f"true {true_count:g}")
-    if parts:
-        ax.set_title(", ".join(parts))
+    ax.set_title(", ".join(parts))
     return save_png(fig, path)
 
 
@@ -72,8 +71,8 @@ def plot_scatter(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *, tit
     ax.set_ylabel("estimated count")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left")
-    if title:
-        ax.set_title(title)
+    ax.set_title(title or "estimated against true count")
+    fig.tight_layout()
     return save_png(fig, path)
 
 
@@ -82,20 +81,33 @@ def plot_count_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, *
     plt = pyplot()
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    axes[0].plot(epochs, [r["train_loss"] for r in rows], "o-")
+    losses = [r["train_loss"] for r in rows]
+    axes[0].plot(epochs, losses, "o-")
     axes[0].set_ylabel("training loss (density MSE)")
-    axes[0].set_yscale("log")
+    axes[0].set_title("training loss")
+    if all(v > 0 for v in losses):
+        log_axis(axes[0], "y")
     val = [r for r in rows if "val_mae" in r]
     axes[1].plot([r["epoch"] for r in val], [r["val_mae"] for r in val], "o-", label="val MAE")
     axes[1].plot([r["epoch"] for r in val], [r["val_rmse"] for r in val], "o-", label="val RMSE")
     axes[1].plot(epochs, [r["train_crop_mae"] for r in rows], "o-", alpha=0.6, label="train MAE (crops)")
     axes[1].set_ylabel("count error")
-    axes[1].legend()
-    axes[2].plot(epochs, [r["lr"] for r in rows], "o-")
+    axes[1].set_title("count error")
+    axes[1].legend(fontsize=8)
+    lrs = [r["lr"] for r in rows]
+    axes[2].plot(epochs, lrs, "o-")
     axes[2].set_ylabel("lr (end of epoch)")
+    axes[2].set_title("learning rate")
+    # As the classifier's curves: a log axis for a decay over a decade or more, else linear with
+    # the power of ten written once above the axis (not "0.00010" on every tick).
+    if all(v > 0 for v in lrs) and max(lrs) >= 10 * min(lrs):
+        log_axis(axes[2], "y")
+    else:
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
     for ax in axes:
         ax.set_xlabel("epoch")
+        epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title or "counting training curves")
+    fig.tight_layout()
     return save_png(fig, path)

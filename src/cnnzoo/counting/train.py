@@ -39,6 +39,7 @@ from cnnzoo.counting.density import METHODS, DensityCache, density_map, sum_pool
 from cnnzoo.counting.models import COUNTER_SPECS, IMAGENET_MEAN, IMAGENET_STD, CrowdCounter, create_counter
 from cnnzoo.counting.shanghaitech import ShanghaiTech, load_rgb
 from cnnzoo.train.tasks import Task
+from cnnzoo.words import plural
 
 __all__ = [
     "COUNT_RECIPES",
@@ -654,7 +655,7 @@ def counting_trainer(config: CountConfig, *, log: Callable[[str], None] | None =
             f"{config.model} on ShanghaiTech Part {config.part}: {len(train_ds)} train, {len(val_ds)} val, "
             f"{len(test_ds)} test images; {config.density_method} density maps; crop {config.crop}, "
             f"scale {config.scale}, flip {config.flip}; {config.optimizer} lr {config.lr:g}, weight decay "
-            f"{config.weight_decay:g}, batch {config.batch_size}, {config.epochs} epochs"
+            f"{config.weight_decay:g}, batch {config.batch_size}, {plural(config.epochs, 'epoch')}"
             + (f", recipe {config.recipe}" if config.recipe else "")
         )
     task = CountingTask(

@@ -402,7 +402,7 @@ def load_arrays(
         else:
             raise DatasetNotFoundError(
                 f"dataset {name!r} is not fetched into {folder}; run `cnnzoo data fetch {name}` "
-                "(or pass download=True)"
+                "(or add --download to `cnnzoo train`; from Python, download=True)"
             )
     try:
         return read_split(folder, split, manifest or {}, name)

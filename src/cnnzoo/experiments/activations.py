@@ -1,6 +1,6 @@
 """Activation functions: ReLU converges several times faster than sigmoid and tanh.
 
-The lecture (seeds/002, "ReLU ... converges much faster than sigmoid/tanh in practice (e.g.
+The lecture ("ReLU ... converges much faster than sigmoid/tanh in practice (e.g.
 6x)") quotes Krizhevsky et al. 2012, Fig. 1: a four-layer CNN with ReLUs reached 25% training
 error on CIFAR-10 six times faster than the same net with tanh. Here the same LeNet-5 (max
 pooling for every activation, so that only the non-linearity changes) trains on Fashion-MNIST
@@ -247,8 +247,12 @@ def _plot(runs, reach, s: Settings, ctx: Context, budget_epochs: float) -> Figur
                 bar.get_x() + bar.get_width() / 2, bar.get_height(), "not\nreached", ha="center", fontsize=7
             )
     a2.set_ylabel(f"epochs to {100 * s.target:.0f}% test top-1")
+    a2.set_ylim(0, 1.3 * max(values, default=1))  # room above the bars for "not reached"
+    a2.set_xlabel("activation")
+    a2.set_title("epochs to the target")
     a2.tick_params(axis="x", rotation=45)
     a2.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
     save_png(fig, ctx.out / "convergence.png")
     return Figure(
         "convergence.png",
@@ -262,7 +266,7 @@ EXPERIMENT = Experiment(
     title="Activations: ReLU converges faster than sigmoid and tanh",
     claim="ReLU: does not saturate (in +region), very computationally efficient, converges much faster than "
     "sigmoid/tanh in practice (e.g. 6x).",
-    source="seeds/002 (activation functions); Krizhevsky et al. 2012, Fig. 1",
+    source="Krizhevsky et al. 2012, Fig. 1 (as the course's lecture on activation functions quotes it)",
     budgets=BUDGETS,
     run=run,
     summary="LeNet-5 with sigmoid, tanh, ReLU, leaky ReLU, ELU, Swish, Mish: epochs and seconds to a target",

@@ -190,6 +190,7 @@ def _plot(runs: dict, ctx: Context, dataset: str) -> Figure:
         ax.grid(alpha=0.3)
         ax.legend()
     axes[0].set_ylabel("error (%)")
+    fig.tight_layout()
     save_png(fig, ctx.out / "errors.png")
     return Figure(
         "errors.png",
@@ -204,7 +205,7 @@ EXPERIMENT = Experiment(
     claim="Deeper model does worse than shallow model! ... the deep model seems to be underfitting since it "
     "also performs worse than the shallow model on the training set. [ResNets are] able to train very deep "
     "networks without degrading.",
-    source="seeds/000 (Residual Networks) and seeds/002 (ResNet); He et al. 2015, arXiv:1512.03385, Fig. 6",
+    source="He et al. 2015, arXiv:1512.03385, Fig. 6 (the course's lectures on residual networks)",
     budgets=BUDGETS,
     run=run,
     summary="Plain-20/56 vs ResNet-20/56: training and test error curves",

@@ -1,6 +1,6 @@
 """Efficiency: accuracy against multiply-adds and measured latency, with the Pareto frontier.
 
-The lectures (seeds/001, seeds/002): after ResNet "focus shifted to efficient networks" -
+The lectures (after Howard et al. 2017, Tan & Le 2019): after ResNet "focus shifted to efficient networks" -
 MobileNet, ShuffleNet, EfficientNet - "much more efficient, with little loss in accuracy", i.e.
 they move the accuracy-vs-cost curve up and to the left. Here nets of the classic families
 (LeNet-5, the CIFAR ResNet-20) and of the efficient ones train with one recipe on the same
@@ -27,6 +27,7 @@ from torch import nn
 
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
+from cnnzoo.words import plural
 
 __all__ = ["EFFICIENT_FAMILIES", "EXPERIMENT", "Settings", "beyond_frontier", "measure_latency"]
 
@@ -168,7 +169,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     result = ExperimentResult(
         name="efficiency", title=EXPERIMENT.title, claim=EXPERIMENT.claim, source=EXPERIMENT.source
     )
-    add_comparison(result, entries, ctx, s.data, label=f"{len(train_idx):,} images, {s.epochs} epochs")
+    add_comparison(
+        result, entries, ctx, s.data, label=f"{len(train_idx):,} images, {plural(s.epochs, 'epoch')}"
+    )
     if s.model_kwargs:
         result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)
@@ -240,16 +243,17 @@ def add_comparison(
 def plot_frontiers(
     entries: dict[str, dict[str, Any]], classic: set[str], ctx: Context, dataset: str
 ) -> Figure:
-    from cnnzoo.experiments.plots import pareto_front, pyplot, save_png
+    from cnnzoo.experiments.plots import label_points, log_axis, pareto_front, pyplot, save_png
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
     names = list(entries)
-    for ax, key, xlabel in (
-        (axes[0], "macs", "multiply-accumulates per image (log)"),
-        (axes[1], "latency_ms", "latency per image, batch 1 (ms, log)"),
+    labelled = []
+    for ax, key, xlabel, title in (
+        (axes[0], "macs", "million multiply-accumulates per image (log)", "accuracy against multiply-adds"),
+        (axes[1], "latency_ms", "latency per image, batch 1 (ms, log)", "accuracy against latency"),
     ):
-        xs = [float(entries[n][key]) for n in names]
+        xs = [float(entries[n][key]) / (1e6 if key == "macs" else 1) for n in names]
         ys = [100 * float(entries[n]["test_top1"]) for n in names]
         front = pareto_front(xs, ys)
         fx = [xs[i] for i in front]
@@ -263,10 +267,12 @@ def plot_frontiers(
             ax.scatter(
                 xs[i], ys[i], marker=style[0], color=style[1], s=80 if kind == "searched" else 40, zorder=3
             )
-            ax.annotate(n, (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
+        ax.margins(x=0.12, y=0.08)  # room for the names of the outermost nets
+        log_axis(ax, "x")
         ax.set_xlabel(xlabel)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
+        labelled.append((ax, xs, ys))
     axes[0].set_ylabel(f"{dataset} test top-1 (%)")
     handles = [
         plt.Line2D([], [], marker="s", color="C0", ls="", label="classic"),
@@ -277,7 +283,11 @@ def plot_frontiers(
         handles.insert(
             2, plt.Line2D([], [], marker="*", color="C3", ls="", markersize=10, label="found by search")
         )
-    axes[1].legend(handles=handles, fontsize=8, loc="best")
+    # The legend goes under the panels, where it can hide neither a point nor a name.
+    fig.legend(handles=handles, fontsize=8, loc="lower center", ncol=len(handles), frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    for ax, xs, ys in labelled:
+        label_points(ax, xs, ys, names)
     save_png(fig, ctx.out / "frontier.png")
     return Figure(
         "frontier.png",
@@ -292,7 +302,8 @@ EXPERIMENT = Experiment(
     claim="After ResNet, focus shifted to efficient networks: lots of tiny networks aimed at mobile devices "
     "(MobileNet, ShuffleNet) ... much more efficient, with little loss in accuracy; EfficientNet balances "
     "accuracy and efficiency.",
-    source="seeds/002 (Efficient networks; Network structure summary), seeds/001 (Focus back on efficiency)",
+    source="The course's lectures on efficient networks; Howard et al. 2017, arXiv:1704.04861; "
+    "Tan & Le 2019, arXiv:1905.11946",
     budgets=BUDGETS,
     run=run,
     summary="LeNet-5, ResNet-20, ShuffleNet v2, MobileNet v1/v2, EfficientNet-B0 on one recipe: Pareto frontier",

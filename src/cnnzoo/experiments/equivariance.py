@@ -1,6 +1,6 @@
 """Equivariance and invariance, measured: translations, rotations, and a p4 group convolution.
 
-The lecture (seeds/002, "Math properties"): a representation phi is *equivariant* to a
+The lecture ("Math properties"): a representation phi is *equivariant* to a
 transformation g when phi(g x) = M_g phi(x) for some map M_g, *invariant* when phi(g x) =
 phi(x). "Convolutions are equivariant to translation", "convolution + pooling + FC" is
 (nearly) invariant to it, and "convolutions are not equivariant to ... rotation" - unless, as
@@ -473,8 +473,10 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     a2.set_xlabel("shift (px)")
     a2.set_ylabel("%")
     a2.set_title("classifiers on shifted test images")
-    a2.legend(fontsize=7)
+    # Under the panel: inside, eight entries would hide the curves.
+    a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     a2.grid(alpha=0.3)
+    fig.tight_layout()
     save_png(fig, ctx.out / "translation.png")
 
     fig, (b1, b2) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]})
@@ -487,6 +489,7 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     b1.set_xscale("log")
     b1.axvline(FLOAT_PRECISION, color="gray", ls=":")
     b1.set_xlabel("largest relative error over 90/180/270° (log)")
+    b1.set_ylabel("layer")
     b1.set_title("rotation: ordinary vs p4 layers")
     b1.invert_yaxis()
     b1.tick_params(axis="y", labelsize=8)
@@ -498,6 +501,7 @@ def _plots(layer, shifts, rot_layers, rot_nets, s: Settings, ctx: Context) -> li
     b2.set_title("classifiers on rotated images")
     b2.legend(fontsize=7)
     b2.grid(alpha=0.3)
+    fig.tight_layout()
     save_png(fig, ctx.out / "rotation.png")
     return [
         Figure(
@@ -519,7 +523,7 @@ EXPERIMENT = Experiment(
     claim="Convolutions are equivariant to translation; convolution + pooling + FC is invariant to it. "
     "Convolutions are not equivariant to other isometries of the sampling lattice, e.g. rotation; ordinary "
     "CNNs can be generalized to group equivariant networks (Cohen and Welling ICML'16).",
-    source="seeds/002 (Math properties: equivariance and invariance); Cohen & Welling 2016, arXiv:1602.07576",
+    source="The course's lecture on equivariance and invariance; Cohen & Welling 2016, arXiv:1602.07576",
     budgets=BUDGETS,
     run=run,
     summary="equivariance errors under shifts and rotations; classifiers' invariance; p4 vs ordinary convs",

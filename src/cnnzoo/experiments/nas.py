@@ -1,6 +1,6 @@
 """Neural architecture search: random search and regularized evolution under a MACs budget.
 
-The lecture (seeds/002, "Can we learn good architectures automatically?"): sample an
+The lecture ("Can we learn good architectures automatically?"): sample an
 architecture from a search space, train it to get a reward, use the reward to propose better
 ones (Zoph & Le 2016); EfficientNet's baseline came out of such a search. Here the space is
 `cnnzoo.models.nas.NAS_SPACE` (per stage: depth, width, kernel, expansion, SE; MnasNet-style),
@@ -33,6 +33,7 @@ from cnnzoo.experiments.efficiency import MODEL_KWARGS
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 from cnnzoo.models.nas import NAS_SPACE, DesignSpace, NasSpec, spec_macs
+from cnnzoo.words import plural
 
 __all__ = ["EXPERIMENT", "Candidate", "Settings", "random_search", "regularized_evolution", "sample_within"]
 
@@ -185,6 +186,21 @@ def best_so_far(cands: list[Candidate]) -> list[float]:
     return out
 
 
+def shared_start_note(rand: list[Candidate], evo: list[Candidate], population: int) -> str | None:
+    """A note when the best candidate of both searches is in evolution's start, which it shares with
+    random search: then neither improved on it and their best-so-far curves are the same line."""
+    best = max(rand + evo, key=lambda c: c.score)
+    first = next((i for i, c in enumerate(rand[:population]) if c.score == best.score), None)
+    if first is None or max(c.score for c in evo) > best.score:
+        return None
+    return (
+        f"The best candidate of both searches ({100 * best.score:.2f}% proxy accuracy) is random search's "
+        f"#{first + 1}, one of the {population} that also start evolution: no later candidate of either "
+        "strategy beat it, so the two best-so-far curves in search.png are the same line (each candidate's "
+        "own accuracy is drawn beside them)."
+    )
+
+
 # -- the experiment ------------------------------------------------------------------------------
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.analysis import profile
@@ -321,7 +337,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         entries,
         ctx,
         s.data,
-        label=f"{len(train_idx):,} images, {s.epochs} epochs; the searched net is {best.spec.arch}",
+        label=f"{len(train_idx):,} images, {plural(s.epochs, 'epoch')}; the searched net is {best.spec.arch}",
         findings=False,
     )
     points = {n: (e["macs"], e["test_top1"]) for n, e in entries.items()}
@@ -355,6 +371,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             f"best proxy validation accuracy: evolution {100 * best_e:.2f}%, random {100 * best_r:.2f}%",
         )
     )
+    shared_best = shared_start_note(rand, evo, s.population)
+    if shared_best:
+        result.notes.append(shared_best)
     if s.model_kwargs:
         result.notes.append(options_note(s.model_kwargs))
     result.notes.append(PRECISE_BN_NOTE)
@@ -379,32 +398,63 @@ def _plot_search(
     rand: list[Candidate], evo: list[Candidate], pool: list[Candidate], s: Settings, ctx: Context
 ) -> Figure:
     from cnnzoo.experiments.plots import pyplot, save_png
+    from cnnzoo.train.plots import epoch_axis
 
     plt = pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for cands, label, color in ((rand, "random search", "C0"), (evo, "regularized evolution", "C3")):
-        a1.plot(
-            range(1, len(cands) + 1), [100 * v for v in best_so_far(cands)], "o-", color=color, label=label
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    # Evolution's first `population` members are random search's first candidates, so the two
+    # best-so-far curves share their start - and coincide throughout when the best candidate of
+    # both is in that shared start. Each strategy's own scores are drawn too, so the strategies
+    # stay distinguishable; random search's curve is drawn wide underneath, evolution's dashed on top.
+    shared = min(s.population, len(rand), len(evo))
+    a1.axvspan(0.5, shared + 0.5, color="gray", alpha=0.12, label=f"shared start ({shared} candidates)")
+    for cands, label, color, style in (
+        (rand, "random search", "C0", dict(ls="-", lw=4, alpha=0.45)),
+        (evo, "regularized evolution", "C3", dict(ls="--", lw=1.5)),
+    ):
+        steps = range(1, len(cands) + 1)
+        a1.step(
+            steps,
+            [100 * v for v in best_so_far(cands)],
+            where="post",
+            color=color,
+            label=f"{label}: best so far",
+            **style,
         )
+        a1.plot(
+            steps,
+            [100 * c.score for c in cands],
+            "o" if color == "C0" else "x",
+            color=color,
+            alpha=0.7,
+            label=f"{label}: each candidate",
+        )
+    if best_so_far(rand) == best_so_far(evo):
+        a1.set_title("search progress (the best-so-far curves coincide)")
+    else:
+        a1.set_title("search progress")
     for strategy, label, color in (("random", "random sample", "C0"), ("evolution", "evolved child", "C3")):
         picked = [c for c in pool if c.strategy == strategy]
         a2.scatter([c.macs / 1e6 for c in picked], [100 * c.score for c in picked], color=color, label=label)
     a1.set_xlabel("proxy evaluations")
-    a1.set_ylabel("best proxy validation top-1 so far (%)")
-    a1.set_title("search progress")
+    a1.set_ylabel("proxy validation top-1 (%)")
+    epoch_axis(a1, list(range(1, max(len(rand), len(evo)) + 1)))
     a1.grid(alpha=0.3)
-    a1.legend()
+    a1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
     a2.axvline(s.macs_budget / 1e6, color="gray", ls=":", label="MACs budget")
     a2.set_xlabel("million multiply-adds")
     a2.set_ylabel("proxy validation top-1 (%)")
     a2.set_title("candidates")
     a2.grid(alpha=0.3)
-    a2.legend()
+    a2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    fig.tight_layout()
     save_png(fig, ctx.out / "search.png")
     return Figure(
         "search.png",
-        "Left: best proxy accuracy found after each evaluation, random search vs regularized evolution (whose "
-        "first members are random search's first). Right: every candidate's proxy accuracy and multiply-adds.",
+        "Left: each candidate's proxy accuracy (marks) and the best found so far (lines), random search vs "
+        "regularized evolution, whose first members (shaded) are random search's first; where the best of both "
+        "is in that shared start the two lines coincide. Right: every candidate's proxy accuracy and "
+        "multiply-adds.",
     )
 
 
@@ -413,7 +463,8 @@ EXPERIMENT = Experiment(
     title="Architecture search: random search and evolution under a MACs budget",
     claim="Neural architecture search can now automate architecture design: sample an architecture from a "
     "search space, train it to get a reward corresponding to accuracy, and use it to find better ones.",
-    source="seeds/002 (Neural architecture search, Zoph & Le 2016; EfficientNet); Real et al. 2019, arXiv:1802.01548",
+    source="Zoph & Le 2016, arXiv:1611.01578 (as the course's lecture on architecture search cites it); "
+    "Real et al. 2019, arXiv:1802.01548",
     budgets=BUDGETS,
     run=run,
     summary="MnasNet-style space under a MACs budget: random search vs regularized evolution, best retrained",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from cnnzoo.train.plots import pyplot, save_png
+from cnnzoo.train.plots import label_points, log_axis, pyplot, save_png
 
-__all__ = ["pareto_front", "pyplot", "save_png"]
+__all__ = ["label_points", "log_axis", "pareto_front", "pyplot", "save_png"]
 
 
 def pareto_front(costs: Sequence[float], scores: Sequence[float]) -> list[int]:

@@ -1,6 +1,6 @@
 """Transfer learning: fine-tuning a pretrained net beats training from scratch on little data.
 
-The lecture's exercise (seeds/002, last slide): "What's the performance difference between the
+The lecture's exercise (its last slide): "What's the performance difference between the
 model finetuned from a pretrained ResNet and that trained from scratch?" Here a CIFAR ResNet-20
 is pretrained on Fashion-MNIST (clothes), then trained on labelled subsets of MNIST (digits) -
 100 images, 1,000 images and all of them - once from the pretrained weights and once from
@@ -189,13 +189,13 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
 
 
 def _plot(runs, sizes, acc, s: Settings, ctx: Context) -> Figure:
-    from cnnzoo.experiments.plots import pyplot, save_png
+    from cnnzoo.experiments.plots import log_axis, pyplot, save_png
 
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for mode, style in (("fine-tuned", "o-"), ("scratch", "s--")):
         a1.plot(sizes, [acc[n, mode] for n in sizes], style, label=mode)
-    a1.set_xscale("log")
+    log_axis(a1, "x")
     a1.set_xlabel(f"labelled {s.target} training images")
     a1.set_ylabel(f"{s.target} test top-1 (%)")
     a1.set_title(f"{s.model}: pretrained on {s.source} vs from scratch")
@@ -210,7 +210,9 @@ def _plot(runs, sizes, acc, s: Settings, ctx: Context) -> Figure:
     a2.set_ylabel("test top-1 (%)")
     a2.set_title("test accuracy during training")
     a2.grid(alpha=0.3)
-    a2.legend(fontsize=8)
+    # Under the panel: inside, six entries would hide the low curves of the smallest subset.
+    a2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
+    fig.tight_layout()
     save_png(fig, ctx.out / "accuracy.png")
     return Figure(
         "accuracy.png",
@@ -225,7 +227,7 @@ EXPERIMENT = Experiment(
     claim="Use ResNet for image classification ... you can either use the model pretrained ... or trained "
     "from scratch. What's the performance difference between the model finetuned from a pretrained ResNet "
     "and that trained from scratch? (Fine-tuning wins when labelled data are few.)",
-    source="seeds/002 (assignment slide); Yosinski et al. 2014, arXiv:1411.1792",
+    source="The course's assignment; Yosinski et al. 2014, arXiv:1411.1792",
     budgets=BUDGETS,
     run=run,
     summary="ResNet-20 pretrained on Fashion-MNIST, fine-tuned on 100 / 1,000 / all MNIST digits vs scratch",

@@ -1,6 +1,6 @@
 """Depthwise separable convolutions: MobileNet's block and MobileNetV2's inverted residual.
 
-Lecture cost at C channels in and out, H x W output (seeds/000, "MobileNets: Tiny Networks"):
+Lecture cost at C channels in and out, H x W output (Howard et al. 2017, arXiv:1704.04861, Sec. 3.1):
 a standard 3x3 conv costs 9C^2HW multiply-adds; factorised into a 3x3 depthwise conv (one filter
 per channel, 9CHW) and a 1x1 pointwise conv (C^2HW) it costs (9C + C^2)HW, a speed-up of
 9C^2 / (9C + C^2) = 9C / (9 + C), which tends to 9 as C grows.

@@ -1,7 +1,7 @@
 """Group-equivariant convolution on p4, the group of translations and 90-degree rotations.
 
 Cohen & Welling 2016 (Group Equivariant Convolutional Networks, arXiv:1602.07576), the
-lecture's answer to "convolutions are not equivariant to rotation" (seeds/002, "what if a CNN
+lecture's answer to "convolutions are not equivariant to rotation" (the course's lecture: "what if a CNN
 learns rotated copies of the same filter?"): give every filter its four rotated copies, so a
 rotation of the input becomes a rotation of the maps plus a cyclic shift of the copies.
 

@@ -2,7 +2,7 @@
 
 Four parallel branches read the same input and are concatenated along the channels: a 1x1, a 3x3
 and a 5x5 convolution and a 3x3/1 max-pool, so that each module sees several receptive-field
-sizes at once (the paper's Fig. 2). The lectures (seeds/002, "Inception Module"; seeds/001)
+sizes at once (the paper's Fig. 2). The course's lectures ("Inception Module", after Szegedy et al.)
 compare two versions on a 28x28x256 input with 128 1x1, 192 3x3 and 96 5x5 filters:
 
 - naive (Fig. 2a, `reduce=False`): the 3x3 and 5x5 convolutions read all 256 channels and the

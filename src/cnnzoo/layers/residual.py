@@ -3,7 +3,7 @@
 Attribute names (conv1, bn1, ..., downsample) follow torchvision's `resnet.py`, so a torchvision
 checkpoint's keys land on the same tensors without renaming.
 
-Lecture cost of one block at C channels, H x W (seeds/000, "More layers, less computational
+Lecture cost of one block at C channels, H x W (He et al. 2015, Sec. 4.1; "More layers, less computational
 cost"): basic = two 3x3 convs = 18HWC^2 multiply-adds; bottleneck at 4C in/out = 1x1 (4HWC^2)
 + 3x3 (9HWC^2) + 1x1 (4HWC^2) = 17HWC^2, with four times the channels.
 """

@@ -1,7 +1,7 @@
 """AlexNet (Krizhevsky, Sutskever, Hinton 2012) as torchvision and as the lecture has it, and ZFNet.
 
 Five convolutions, three 3x3/2 max-pools and three fully connected layers. The lecture's
-structural table (seeds/003, "AlexNet Network - Structural Details") for a 227x227 input:
+structural table ("AlexNet Network - Structural Details", after Krizhevsky et al. 2012) for a 227x227 input:
 
     conv1  96@11x11/4, pad 0   -> 55x55x96      34,944 parameters
     pool1  3x3/2, then LRN     -> 27x27x96
@@ -21,7 +21,7 @@ Three variants share that skeleton and differ only in data (`ALEXNET_SPECS`):
   text says 224). Like the lecture it ignores the paper's two-GPU split: conv2, conv4 and conv5
   see all channels of the layer below (the grouped version has 60,965,224 parameters).
 - `zfnet`: Zeiler & Fergus 2013, "AlexNet but conv1 7x7 stride 2 and conv3/4/5 with 512, 1024,
-  512 filters" (lecture seeds/002); conv2 gets stride 2 as in ZF's Figure 3, whose sizes for a
+  512 filters" (the course's lecture); conv2 gets stride 2 as in ZF's Figure 3, whose sizes for a
   224 input are 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6.
 """
 

@@ -63,9 +63,16 @@ class ZooModel(nn.Module):
             )
         h, w = x.shape[-2:]
         if self.fixed_input_size is not None and (h, w) != (self.fixed_input_size,) * 2:
+            # The flatten ties the head to one size; the builder's img_size picks it (square only).
+            how = (
+                f"build it with img_size={h} for {h}x{h} inputs"
+                if h == w
+                else "it takes square inputs only; img_size=N builds it for NxN"
+            )
             raise ValueError(
                 f"{name} expects input of shape (N, {self.in_chans}, {self.fixed_input_size}, "
-                f"{self.fixed_input_size}), got {tuple(x.shape)}; build it with img_size={h} for other sizes"
+                f"{self.fixed_input_size}), got {tuple(x.shape)}; {how} (create_model(..., img_size=N); "
+                "`--model-arg img_size=N` on `cnnzoo train`, `--input CxNxN` on `cnnzoo summary`)"
             )
         if min(h, w) < self.min_input_size:
             raise ValueError(

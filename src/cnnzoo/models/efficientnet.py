@@ -1,6 +1,6 @@
 """EfficientNet-B0 to B7 (Tan & Le 2019, arXiv:1905.11946): one searched net, scaled up.
 
-The lecture (seeds/002, "Smart Compound Scaling"): instead of making a net only deeper (ResNet),
+The lecture ("Smart Compound Scaling", after Tan & Le 2019): instead of making a net only deeper (ResNet),
 only wider (WRN) or only fed larger images, scale all three together. B0 was found by neural
 architecture search (MnasNet's search space, optimising accuracy and FLOPs); its table below is
 the paper's Table 1. The compound rule (Eq. 3) then scales it with one coefficient phi:

@@ -1,6 +1,6 @@
 """GoogLeNet / Inception v1 (Szegedy et al. 2014, Going Deeper with Convolutions, arXiv:1409.4842).
 
-The paper's Table 1, which the lecture copies (seeds/003, "GoogLeNet"), for a 224x224 input:
+The paper's Table 1, which the lecture copies (Szegedy et al. 2014, arXiv:1409.4842), for a 224x224 input:
 
     conv 7x7/2                -> 112x112x64
     max-pool 3x3/2, LRN       -> 56x56x64
@@ -287,7 +287,7 @@ class GoogLeNet(ZooModel):
                 aux.reset_classifier(num_classes)
 
 
-# Table 1 of Szegedy et al. (the lecture's copy: seeds/003): #1x1, #3x3 reduce, #3x3, #5x5 reduce,
+# Table 1 of Szegedy et al. 2014 (which the lecture copies): #1x1, #3x3 reduce, #3x3, #5x5 reduce,
 # #5x5, pool proj. Max-pools 3x3/2 follow 3b and 4e.
 INCEPTION_TABLE: dict[str, InceptionSpec] = {
     "3a": InceptionSpec(64, 96, 128, 16, 32, 32),

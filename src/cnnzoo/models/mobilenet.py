@@ -1,4 +1,4 @@
-"""MobileNets: networks of depthwise separable convolutions for phones (seeds/000, seeds/002).
+"""MobileNets: networks of depthwise separable convolutions for phones (Howard 2017; Sandler 2018).
 
 MobileNet (Howard et al. 2017, Table 1): a full 3x3/2 conv, then 13 depthwise separable blocks
 (3x3 depthwise conv-BN-ReLU, 1x1 conv-BN-ReLU), five of them with stride 2 (224 -> 7), global

@@ -1,6 +1,6 @@
 """A neural-architecture-search design space as data, and the one builder of its networks.
 
-The lectures (seeds/002, "Can we learn good architectures automatically?") close with NAS
+The lectures ("Can we learn good architectures automatically?") close with NAS
 (Zoph & Le 2016) and EfficientNet, whose baseline B0 came out of MnasNet's search space (Tan et
 al. 2018, arXiv:1807.11626): the network is a stem, a few stages of mobile inverted bottlenecks
 (MBConv) and a classifier, and each *stage* chooses its own

@@ -1,6 +1,6 @@
 """ResNet and its ImageNet family: v1/v1.5, ResNeXt, Wide ResNet, SE-ResNet, pre-activation.
 
-The lecture's table (seeds/000, He et al. 2015 Table 1): a 7x7/2 stem and a 3x3/2 max-pool,
+The lecture's table (He et al. 2015, arXiv:1512.03385, Table 1): a 7x7/2 stem and a 3x3/2 max-pool,
 then four stages at 56, 28, 14, 7 pixels with 64, 128, 256, 512 base channels; the first block
 of each later stage halves the resolution and doubles the channels. Depth only changes the
 block type (basic for 18/34, bottleneck for 50+) and how many blocks each stage holds.

@@ -1,4 +1,4 @@
-"""ShuffleNet v1 and v2: cheap 1x1 convolutions, then a shuffle so the channels still mix (seeds/002).
+"""ShuffleNet v1 and v2: cheap 1x1 convolutions, then a shuffle so the channels still mix.
 
 ShuffleNet (Zhang et al. 2017, Table 1): a 3x3/2 conv to 24 channels and a 3x3/2 max-pool
 (224 -> 56), three stages of 4, 8 and 4 ShuffleNet units at 28, 14 and 7 px whose first unit

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cnnzoo.words import plural
+
 __all__ = ["TrainConfig", "resolve_config"]
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -137,7 +139,7 @@ class TrainConfig:
             opt += f" momentum {self.momentum:g}" + (" nesterov" if self.nesterov else "")
         parts = [
             f"recipe {self.recipe or '(none)'}",
-            f"{self.epochs} epochs",
+            plural(self.epochs, "epoch"),
             f"batch {self.batch_size}",
             opt,
             f"weight decay {self.weight_decay:g}",

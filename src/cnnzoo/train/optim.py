@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnnzoo.train.config import TrainConfig
+from cnnzoo.words import plural
 
 __all__ = ["LRSchedule", "build_optimizer", "head_parameter_names"]
 
@@ -129,7 +130,7 @@ class LRSchedule:
         elif self.kind == "onecycle":
             text += f", peak at {100 * self.pct_start:g}%"
         if self.warmup and self.kind != "onecycle":
-            text += f", linear warm-up {self.warmup / spe:g} epochs"
+            text += f", linear warm-up {plural(self.warmup / spe, 'epoch')}"
         return text
 
     def multiplier(self, step: int) -> float:

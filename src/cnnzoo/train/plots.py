@@ -9,7 +9,16 @@ from typing import Any
 
 from cnnzoo.atomic import atomic_write
 
-__all__ = ["have_matplotlib", "plot_confusion", "plot_curves", "pyplot", "save_png"]
+__all__ = [
+    "epoch_axis",
+    "have_matplotlib",
+    "label_points",
+    "log_axis",
+    "plot_confusion",
+    "plot_curves",
+    "pyplot",
+    "save_png",
+]
 
 
 def have_matplotlib() -> bool:
@@ -38,6 +47,95 @@ def save_png(fig: Any, path: str | os.PathLike, *, dpi: int = 110) -> Path:
         return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
     finally:
         pyplot().close(fig)
+
+
+def epoch_axis(ax: Any, epochs: Sequence[float]) -> None:
+    """Whole-number epoch ticks and half an epoch of margin on each side, so a one-epoch run gets an
+    axis from 0.5 to 1.5 with one tick, not matplotlib's 0.96 to 1.04 in steps of 0.02."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    whole = sorted({int(e) for e in epochs})
+    # Up to a dozen epochs each gets its tick; beyond that matplotlib picks whole-number steps.
+    ax.xaxis.set_major_locator(FixedLocator(whole) if len(whole) <= 12 else MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+
+
+def log_axis(ax: Any, which: str) -> None:
+    """A log scale whose labels are plain numbers ("0.5", "2", "0.001") at 1-2-5 steps or decades.
+
+    matplotlib's default labels the minor ticks of a range narrower than a decade in scientific
+    notation ("3x10^-1 4x10^-1 ...") and those run together; here only major ticks are labelled,
+    and there are at least two of them in the data's range."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    # The step follows the range shown (matplotlib widens a single value's axis to a decade or more).
+    ax.autoscale_view()
+    low, high = sorted(axis.get_view_interval())
+    ratio = high / low if low > 0 else 10.0
+    subs = (
+        (1.0,) if ratio >= 300 else (1.0, 2.0, 5.0) if ratio >= 4 else tuple(float(k) for k in range(1, 10))
+    )
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+# Offsets (points) tried in turn for a point's label: above right, below right, above left, ...
+_LABEL_OFFSETS = ((4, 3, "left"), (4, -11, "left"), (-4, 3, "right"), (-4, -11, "right"), (0, 7, "center"))
+
+
+def label_points(
+    ax: Any, xs: Sequence[float], ys: Sequence[float], names: Sequence[str], *, fontsize: float = 7
+) -> list[Any]:
+    """Name each point with a label placed where it overlaps no earlier label, no legend and stays
+    inside the axes (the first of a few positions around the point that fits; else the least bad).
+
+    Call it after the figure's layout is fixed (`tight_layout`): placement is measured in display
+    units, which a later layout change would move."""
+    fig = ax.figure
+    # Agg canvases (cnnzoo's own, notebooks') have a renderer; any other gets one drawn for it.
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
+    frame = ax.get_window_extent(renderer)
+    taken = []
+    legend = ax.get_legend()
+    if legend is not None:
+        taken.append(legend.get_window_extent(renderer))
+    placed = []
+    for x, y, name in zip(xs, ys, names, strict=True):
+        best = None
+        for dx, dy, ha in _LABEL_OFFSETS:
+            text = ax.annotate(
+                name, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize, ha=ha
+            )
+            # A few pixels of margin, so that two names never touch.
+            box = text.get_window_extent(renderer).expanded(1.0, 1.0).padded(3)
+            outside = (
+                max(0.0, frame.x0 - box.x0)
+                + max(0.0, box.x1 - frame.x1)
+                + max(0.0, frame.y0 - box.y0)
+                + max(0.0, box.y1 - frame.y1)
+            )
+            overlap = sum(_overlap_area(box, other) for other in taken) + 1e3 * outside
+            if best is None or overlap < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (overlap, text, box)
+            else:
+                text.remove()
+            if overlap == 0:
+                break
+        taken.append(best[2])
+        placed.append(best[1])
+    return placed
+
+
+def _overlap_area(a: Any, b: Any) -> float:
+    w = min(a.x1, b.x1) - max(a.x0, b.x0)
+    h = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return w * h if w > 0 and h > 0 else 0.0
 
 
 _SPLITS = ("train", "val", "test")
@@ -73,6 +171,7 @@ def plot_curves(
         "val": dict(fmt="o-", label="validation"),
         "test": dict(fmt="x--", label="test (curve only; not used for selection)"),
     }
+    epochs = [r["epoch"] for r in rows]
     for ax, name in zip(axes, names, strict=False):
         scale = 100 if name in _PERCENT else 1
         for split in _SPLITS:
@@ -81,32 +180,41 @@ def plot_curves(
                 style = styles[split]
                 ax.plot([e for e, _ in pts], [scale * v for _, v in pts], style["fmt"], label=style["label"])
         ax.set_ylabel(_PERCENT.get(name, name.replace("_", " ")))
-        ax.legend(fontsize=8)
+        ax.set_title(_PERCENT.get(name, name.replace("_", " ")).split(" (")[0])
     lr_ax = axes[-1]
-    lr_ax.plot([r["epoch"] for r in rows], [r["lr"] for r in rows], "o-")
+    lrs = [r["lr"] for r in rows]
+    lr_ax.plot(epochs, lrs, "o-")
     lr_ax.set_ylabel("lr (end of epoch)")
-    if all(r["lr"] > 0 for r in rows):
-        lr_ax.set_yscale("log")
+    lr_ax.set_title("learning rate")
+    # Log scale only when the lr spans a decade or more (a decay); a flat or gently moving lr reads
+    # better on a linear axis than as one point between two decade ticks.
+    if all(v > 0 for v in lrs) and max(lrs) >= 10 * min(lrs):
+        log_axis(lr_ax, "y")
+    else:
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 4))
     for ax in axes:
         ax.set_xlabel("epoch")
+        epoch_axis(ax, epochs)
         ax.grid(alpha=0.3)
         if selected_epoch:
-            ax.axvline(selected_epoch, color="grey", alpha=0.5, linestyle=":")
-    if selected_epoch:
-        axes[0].annotate(
-            f"selected: epoch {selected_epoch} (best validation)",
-            xy=(0.01, 1.01),
-            xycoords="axes fraction",
-            fontsize=8,
-        )
-    if title:
-        fig.suptitle(title)
+            ax.axvline(
+                selected_epoch,
+                color="grey",
+                alpha=0.6,
+                linestyle=":",
+                label=f"selected: epoch {selected_epoch} (best validation)",
+            )
+    for ax in axes[:-1]:
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "training curves")
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike) -> Path:
-    """Row-normalised confusion matrix (rows: true class, columns: predicted)."""
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], classes: Sequence[str], path: str | os.PathLike, *, title: str = ""
+) -> Path:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted), counts in the cells."""
     import numpy as np
 
     plt = pyplot()
@@ -131,6 +239,8 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], path
                         fontsize=7,
                         color="white" if norm[i, j] > 0.5 else "black",
                     )
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "confusion matrix (colour: share of the true class; numbers: images)")
+    fig.tight_layout()
     return save_png(fig, path)

@@ -53,6 +53,7 @@ from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.optim import LRSchedule, build_optimizer, head_parameter_names
 from cnnzoo.train.progress import ProgressBar, warn_if_busy
 from cnnzoo.train.tasks import ClassificationTask, Task
+from cnnzoo.words import plural
 
 __all__ = ["NonFiniteLossError", "ResumeError", "Trainer", "TrainingError", "train"]
 
@@ -287,12 +288,12 @@ class Trainer:
         done = int(state["epoch"])
         if self.config.epochs < done:
             raise ResumeError(
-                f"--resume: the run in {str(self.out)!r} already trained {done} epochs, more than "
+                f"--resume: the run in {str(self.out)!r} already trained {plural(done, 'epoch')}, more than "
                 f"--epochs {self.config.epochs}; pass --epochs N > {done} to extend it"
             )
         if self.config.epochs == done and done == int(before.get("epochs", done)):
             raise ResumeError(
-                f"--resume: the run in {str(self.out)!r} finished all {done} epochs; "
+                f"--resume: the run in {str(self.out)!r} finished all {plural(done, 'epoch')}; "
                 f"pass --epochs N > {done} to extend it"
             )
         return {k: [before[k], now[k]] for k in RECORDED_ON_RESUME if k in before and before[k] != now[k]}
