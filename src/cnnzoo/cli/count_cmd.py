@@ -216,7 +216,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     print(
-        f"{summary['model']} on ShanghaiTech Part {part} {args.split} ({result['images']} images): "
+        f"{summary['model']} on ShanghaiTech Part {part} {args.split} ({plural(result['images'], 'image')}): "
         f"MAE {result['mae']:.2f}, RMSE {result['rmse']:.2f}"
     )
     print(

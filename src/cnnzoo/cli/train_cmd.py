@@ -213,7 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(
-        f"{result['model']} on {result['data']} ({result['samples']} test images, {result['tta']}): "
+        f"{result['model']} on {result['data']} ({plural(result['samples'], 'test image')}, {result['tta']}): "
         f"top-1 {100 * result['test_top1']:.2f}%, top-5 {100 * result['test_top5']:.2f}%, "
         f"loss {result['test_loss']:.4f}"
     )

@@ -408,7 +408,9 @@ class PredictionStream:
             self.runtime = {"path": "eager", "description": "eager PyTorch (fast=False)"}
             return eager
         if len(self.images) <= PROBE_IMAGES or x.shape[0] == 0:
-            few = f"{len(self.images)} images: too few to repay checking a faster path"
+            from cnnzoo.words import plural
+
+            few = f"{plural(len(self.images), 'image')}: too few to repay checking a faster path"
             self.runtime = {"path": "eager", "description": f"eager PyTorch ({few})"}
             return eager
         # Eager time on the probe x this many calls estimates the whole job's eager time.
