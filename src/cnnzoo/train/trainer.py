@@ -701,6 +701,14 @@ class Trainer:
             return final
         finally:
             self.close()
+            if self.dist.enabled:
+                # DDP's reducer holds gloo work objects with tensors; left for the interpreter's
+                # exit they can be destroyed after the process group, which aborts the process
+                # ("terminate called without an active exception") when the machine is busy.
+                import gc
+
+                self.model = self.raw_model
+                gc.collect()
             distributed.cleanup(self.dist)
 
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
