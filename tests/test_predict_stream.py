@@ -363,3 +363,20 @@ def test_eval_tta_records_the_protocol_and_matches_a_manual_ten_crop(tmp_path, c
         plain = model(x)
     assert results["center"]["test_loss"] == pytest.approx(float(F.cross_entropy(plain, y)), rel=1e-5)
     assert results["center"]["test_top1"] == pytest.approx(float((plain.argmax(1) == y).float().mean()))
+
+
+def test_predict_says_what_it_does_to_a_photo(tmp_path, capsys):
+    """Issue 19: a colour photo became a squashed 28x28 grey image without a word."""
+    from PIL import Image
+
+    from cnnzoo.cli.main import main
+    from cnnzoo.registry import create_model
+    from cnnzoo.weights import save_weights
+
+    save_weights(create_model("lenet5"), tmp_path / "lenet5.safetensors")
+    Image.new("RGB", (640, 480), (200, 30, 30)).save(tmp_path / "photo.jpg")
+    assert (
+        main(["predict", str(tmp_path / "lenet5.safetensors"), str(tmp_path / "photo.jpg"), "--no-fast"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert "read as grey and resized to 28x28" in err and "aspect ratio is not kept" in err

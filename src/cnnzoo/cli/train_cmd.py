@@ -260,6 +260,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         skip_unreadable=args.skip_unreadable,
         fast=args.fast,
     )
+    # Say what is done to each photo (once the first one is read): a 640x480 colour picture fed to a
+    # Fashion-MNIST LeNet becomes a 28x28 grey square, which nobody should discover from odd results.
+    h, w = stream.size
+    colour = {1: "grey", 3: "RGB"}.get(stream.channels, f"{stream.channels} channels")
+    note = (
+        f"note: each image is read as {colour} and resized to {h}x{w} (the model's input; the aspect "
+        "ratio is not kept, as in training), then normalised with the run's mean/std"
+    )
     columns = ["image", "rank", "class", "prob"] + (["error"] if args.skip_unreadable else [])
     # Widths from every name up front: the table's first line cannot wait for the last image.
     widths = {
@@ -284,7 +292,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                     writer.write(
                         record if fmt == "json" else {"image": record["image"], "error": record["error"]}
                     )
-                elif fmt == "json":
+                    bar.update(1)
+                    continue
+                if note:
+                    print(note, file=sys.stderr)
+                    note = ""
+                if fmt == "json":
                     writer.write(record)
                 else:
                     for rank, t in enumerate(record["top"], 1):

@@ -351,6 +351,22 @@ def prepare_images(
     return torch.stack(batch)
 
 
+def _default_input(model: nn.Module) -> tuple[int, int, int]:
+    """(C, H, W) for a weights file without a run's header: the size the model is built for (a
+    LeNet-5 takes only its img_size), else its registered default input, else 224 x 224."""
+    from cnnzoo.registry import is_model, model_info
+
+    c = int(getattr(model, "in_chans", 3))
+    fixed = getattr(model, "fixed_input_size", None)
+    if fixed:
+        return c, int(fixed), int(fixed)
+    name = getattr(model, "model_name", None)
+    if name and is_model(name):
+        _, h, w = model_info(name).input_size
+        return c, int(h), int(w)
+    return c, 224, 224
+
+
 def _as_list(batch: list[Any]) -> list[Any]:
     return batch  # a module-level function: DataLoader workers receive it pickled
 
@@ -383,7 +399,7 @@ class PredictionStream:
         self.classes = loaded.classes
         self.top_k = max(1, min(top_k, len(self.classes)))
         run = loaded.run
-        c, h, w = run.get("input_size") or (loaded.model.in_chans, 224, 224)
+        c, h, w = run.get("input_size") or _default_input(loaded.model)
         self.channels, self.size = int(c), (int(h), int(w))
         self.mean = torch.tensor(run.get("mean") or [0.5] * c).view(-1, 1, 1)
         self.std = torch.tensor(run.get("std") or [0.5] * c).view(-1, 1, 1)
