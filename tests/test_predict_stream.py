@@ -380,3 +380,21 @@ def test_predict_says_what_it_does_to_a_photo(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "read as grey and resized to 28x28" in err and "aspect ratio is not kept" in err
+
+
+def test_eval_reads_the_test_split_with_the_runs_own_augmentation_setting(tmp_path):
+    """An image folder trained with the ILSVRC crops is evaluated as it was validated; eval must
+    hand the run's augmentation to the loaders (only the training loader augments)."""
+    import train_fakes
+    from cnnzoo.train import train
+    from cnnzoo.train.evaluate import evaluate
+
+    train(train_fakes.config(tmp_path, epochs=1, augment="flip"), data=train_fakes.make_loaders)
+    seen = {}
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return train_fakes.make_loaders(*args, **kwargs)
+
+    evaluate(tmp_path / "run", loaders=recording)
+    assert seen["augment"] == "flip"

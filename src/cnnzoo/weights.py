@@ -76,7 +76,13 @@ def run_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, Any
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
             raise bad(field, f"is {v!r}, not a whole number in [{lo:,}, {hi:,}]")
 
-    for field, kind in (("model", str), ("data", str), ("model_kwargs", dict), ("classes", list)):
+    for field, kind in (
+        ("model", str),
+        ("data", str),
+        ("augment", str),
+        ("model_kwargs", dict),
+        ("classes", list),
+    ):
         if run.get(field) is not None and not isinstance(run[field], kind):
             raise bad(field, f"is a {type(run[field]).__name__}, not a {kind.__name__}")
     whole("num_classes", *HEADER_BOUNDS["num_classes"])

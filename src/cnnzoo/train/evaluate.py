@@ -221,6 +221,15 @@ def evaluate(
         raise ValueError("which dataset? pass --data NAME")
     if loaders is None:
         from cnnzoo.data import make_loaders as loaders
+    import inspect
+
+    extra = {}
+    params = inspect.signature(loaders).parameters
+    takes = "augment" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if run.get("augment") and data == run.get("data") and takes:
+        # Only the training loader augments; an image folder trained with the ILSVRC crops is
+        # evaluated as it was validated (resize 256, centre crop 224), not at full frame.
+        extra["augment"] = run["augment"]
     *_, test_loader, info = loaders(
         data,
         batch_size=batch_size,
@@ -228,6 +237,7 @@ def evaluate(
         device=device,
         resize_to=run.get("resize_to"),
         val_fraction=0.0,
+        **extra,
     )
     n_cls = int(getattr(loaded.model, "num_classes", 0))
     data_classes = int(info["num_classes"] if isinstance(info, dict) else info.num_classes)

@@ -541,6 +541,7 @@ class Trainer:
                 "in_chans": size[0] if size else None,
                 "input_size": list(size) if size else None,
                 "resize_to": self.resize_to,
+                "augment": self.config.augment,  # an image folder's evaluation crop follows it
                 "data": self.config.data,
                 "classes": [str(x) for x in (info_get(self.info, "classes") or [])],
                 "mean": [float(v) for v in mean] if mean is not None else None,
