@@ -113,6 +113,15 @@ def test_every_file_format_of_a_converted_layout(suffix: str, tmp_path: Path) ->
     _assert_same_outputs(cnnzoo.create_model("mobilenet_v2", pretrained=path), theirs, 32)
 
 
+@pytest.mark.parametrize(
+    "timm_name, width", [("mobilenetv2_035", 0.35), ("mobilenetv2_050", 0.5), ("mobilenetv2_140", 1.4)]
+)
+def test_timm_mobilenetv2_widths_load_with_width_mult(timm_name: str, width: float, tmp_path: Path) -> None:
+    theirs = _timm_model(timm_name)
+    path = _save(theirs.state_dict(), tmp_path / f"{timm_name}.safetensors")
+    _assert_same_outputs(cnnzoo.create_model("mobilenet_v2", width_mult=width, pretrained=path), theirs, 32)
+
+
 def test_a_fine_tuned_timm_file_keeps_its_head(tmp_path: Path) -> None:
     theirs = _timm_model("efficientnet_b0", num_classes=10)
     path = _save(theirs.state_dict(), tmp_path / "pytorch_model.bin")

@@ -229,9 +229,12 @@ def convert_state_dict(
     import cnnzoo.convert  # registers the key maps
     from cnnzoo.registry import model_info
 
+    if path is not None and source == "checkpoint":
+        source = f"checkpoint {os.fspath(path)!r}"
     if path is not None:
         cnnzoo.convert.timm_keys.check_source(path)
     target = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    model_name = model_name or getattr(model, "model_name", None)
     converters = _CONVERTERS.get(model_info(model_name).family, []) if model_name else []
     best = _convert(state, converters, target)
     # Nested wrappers (a LightningModule holding a wrapper holding the net) peel one name a round.
@@ -253,7 +256,7 @@ def convert_state_dict(
         hits, name, candidate = max(scored, key=lambda t: t[0])
         if hits <= _matches(best, target):
             break
-        left_out = sorted(n for n in groups if n != name)
+        left_out = sorted({k.partition(".")[0] for k in state} - {name})
         if left_out:
             warnings.warn(
                 f"{source}: the model's tensors are under {name!r}; the file's other modules "
@@ -261,7 +264,8 @@ def convert_state_dict(
                 stacklevel=2,
             )
         state, best = groups[name], candidate
-    cnnzoo.convert.timm_keys.check_model(state, model, source=source)
+    if _matches(best, target) > len(target) // 2:  # the right architecture: now its constants
+        cnnzoo.convert.timm_keys.check_model(state, model, source=source)
     return best
 
 
