@@ -23,6 +23,7 @@ from cnnzoo.atomic import atomic_write
 
 __all__ = [
     "CheckpointError",
+    "convert_state_dict",
     "fit_state_dict",
     "load_pretrained",
     "read_state_dict",
@@ -43,8 +44,10 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read or does not fit the model."""
 
 
-# family -> function rewriting a foreign state dict's keys into cnnzoo's names.
-_CONVERTERS: dict[str, Callable[[StateDict], StateDict]] = {}
+# family -> functions rewriting a foreign layout's keys into cnnzoo's names (torchvision's old
+# DenseNet names, timm's MobileNetV2/EfficientNet/VGG). Each returns a state it does not recognise
+# unchanged; cnnzoo.convert holds the maps of other projects.
+_CONVERTERS: dict[str, list[Callable[[StateDict], StateDict]]] = {}
 
 
 # What a weights file's header may claim: anything outside would build a model or an input far
@@ -118,10 +121,11 @@ def check_head(run: dict[str, Any], state: StateDict, head: str | None, path: st
 
 
 def register_key_converter(family: str) -> Callable[[Callable[[StateDict], StateDict]], Callable]:
-    """Register a key converter for a model family (applied before fitting)."""
+    """Register a key converter for a model family (applied before fitting; several may be registered)."""
 
     def decorator(fn: Callable[[StateDict], StateDict]) -> Callable[[StateDict], StateDict]:
-        _CONVERTERS[family] = fn
+        if fn not in _CONVERTERS.setdefault(family, []):
+            _CONVERTERS[family].append(fn)
         return fn
 
     return decorator
@@ -147,7 +151,16 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises UnpicklingError, RuntimeError or EOFError here
             text = str(e)
-            if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            unsafe = "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text
+            if unsafe and path.suffix == ".ckpt":
+                # Lightning pickles hyper-parameters, callbacks and loggers beside the weights.
+                raise CheckpointError(
+                    f"checkpoint {str(path)!r} holds pickled Python objects beside its tensors (a Lightning "
+                    "checkpoint's hyper-parameters or callbacks); cnnzoo does not execute pickled code. Export "
+                    "a plain state dict where you trust the file: torch.save(torch.load(path, "
+                    "weights_only=False)['state_dict'], 'weights.pth')"
+                ) from e
+            if unsafe:
                 raise CheckpointError(
                     f"checkpoint {str(path)!r} contains pickled Python objects beyond tensors; cnnzoo does "
                     "not execute pickled code. Re-save it as a state dict (torch.save(model.state_dict(), f)) "
@@ -185,6 +198,81 @@ def _unwrap(state: Any, path: Path) -> StateDict:
                 k = k[len(p) :]
         out[k] = v
     return out
+
+
+def _matches(state: StateDict, target: set[str]) -> int:
+    return sum(1 for k in state if k in target)
+
+
+def _convert(
+    state: StateDict, converters: list[Callable[[StateDict], StateDict]], target: set[str]
+) -> StateDict:
+    # A converter's result is kept only where it names more of the model's tensors: a map for one
+    # member of a family (timm's MobileNetV2) must not rename a file meant for another (V1).
+    for convert in converters:
+        renamed = convert(state)
+        if _matches(renamed, target) > _matches(state, target):
+            state = renamed
+    return state
+
+
+def convert_state_dict(
+    state: StateDict,
+    *,
+    model: nn.Module,
+    model_name: str | None = None,
+    source: str = "checkpoint",
+    path: str | os.PathLike | None = None,
+) -> StateDict:
+    """Rename a foreign checkpoint's tensors to `model`'s names, recognising the layout from the keys.
+
+    Two things are undone: an attribute prefix (a LightningModule's `model.` or `net.`, found by
+    trying each top-level name against the model's keys, other attributes such as a loss's buffers
+    being left out with a warning) and another project's layout (timm's, via the family's key maps
+    in `cnnzoo.convert`). A file whose architecture differs in ways no renaming fixes (timm's
+    TensorFlow-ported EfficientNets) is refused by name.
+    """
+    import cnnzoo.convert  # registers the key maps
+    from cnnzoo.registry import model_info
+
+    if path is not None and source == "checkpoint":
+        source = f"checkpoint {os.fspath(path)!r}"
+    if path is not None:
+        cnnzoo.convert.timm_keys.check_source(path)
+    target = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
+    model_name = model_name or getattr(model, "model_name", None)
+    converters = _CONVERTERS.get(model_info(model_name).family, []) if model_name else []
+    best = _convert(state, converters, target)
+    # Nested wrappers (a LightningModule holding a wrapper holding the net) peel one name a round.
+    for _ in range(3):
+        if _matches(best, target) >= len(target):
+            break
+        groups: dict[str, StateDict] = {}
+        for k, v in state.items():
+            head, dot, rest = k.partition(".")
+            if dot:
+                groups.setdefault(head, {})[rest] = v
+        scored = [
+            (_matches(c, target), name, c)
+            for name, g in groups.items()
+            for c in [_convert(g, converters, target)]
+        ]
+        if not scored:
+            break
+        hits, name, candidate = max(scored, key=lambda t: t[0])
+        if hits <= _matches(best, target):
+            break
+        left_out = sorted({k.partition(".")[0] for k in state} - {name})
+        if left_out:
+            warnings.warn(
+                f"{source}: the model's tensors are under {name!r}; the file's other modules "
+                f"({', '.join(left_out[:_SHOW])}) were left out",
+                stacklevel=2,
+            )
+        state, best = groups[name], candidate
+    if _matches(best, target) > len(target) // 2:  # the right architecture: now its constants
+        cnnzoo.convert.timm_keys.check_model(state, model, source=source)
+    return best
 
 
 def _first_conv_key(model: nn.Module) -> str | None:
@@ -228,9 +316,19 @@ def fit_state_dict(model: nn.Module, state: StateDict, *, source: str = "checkpo
             )
 
     # Submodules a checkpoint may carry that this configuration leaves out (GoogLeNet's
-    # auxiliary heads with aux_logits=False): their tensors are dropped, not reported.
+    # auxiliary heads with aux_logits=False): their tensors are dropped, not reported. The reverse,
+    # a file saved without them (every fine-tuned GoogLeNet), keeps the model's fresh heads: they
+    # only add a training loss, so inference is the file's.
+    option = getattr(model, "optional_option", "")
     for prefix in getattr(model, "optional_prefixes", ()):
-        if not any(k.startswith(prefix) for k in target):
+        if any(k.startswith(prefix) for k in target) and not any(k.startswith(prefix) for k in state):
+            state.update({k: v for k, v in target.items() if k.startswith(prefix)})
+            warnings.warn(
+                f"{source}: has no {prefix.rstrip('.')!r}; this model's was freshly initialised (it only "
+                f"matters in training{f'; build with {option} to leave it out' if option else ''})",
+                stacklevel=3,
+            )
+        elif not any(k.startswith(prefix) for k in target):
             dropped = [k for k in state if k.startswith(prefix)]
             for k in dropped:
                 del state[k]
@@ -281,21 +379,26 @@ def fit_state_dict(model: nn.Module, state: StateDict, *, source: str = "checkpo
                 more = f" and {len(keys) - _SHOW} more" if len(keys) > _SHOW else ""
                 parts.append(f"{label}: {', '.join(keys[:_SHOW])}{more}")
         hint = ""
-        if len(missing) > len(target) // 2:
+        optional = tuple(getattr(model, "optional_prefixes", ()))
+        misfits = (
+            *missing,
+            *unexpected,
+            *(k for k in target if k in state and state[k].shape != target[k].shape),
+        )
+        if option and optional and any(k.startswith(optional) for k in misfits):
+            hint = f"; its auxiliary heads do not match - build the model with {option} to leave them out"
+        elif len(missing) > len(target) // 2:
             hint = "; the file looks like a different architecture - check the model name"
         raise CheckpointError(f"{source} does not fit {name}: " + "; ".join(parts) + hint)
     return state
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike, *, model_name: str | None = None) -> nn.Module:
-    """Load a torchvision `.pth` or cnnzoo `.safetensors` file into `model` (in place)."""
-    from cnnzoo.registry import model_info
-
+    """Load a weights file into `model` (in place): torchvision's, timm's, a Lightning `.ckpt`, cnnzoo's."""
+    source = f"checkpoint {os.fspath(path)!r}"
     state = read_state_dict(path)
-    family = model_info(model_name).family if model_name else None
-    if family in _CONVERTERS:
-        state = _CONVERTERS[family](state)
-    state = fit_state_dict(model, state, source=f"checkpoint {os.fspath(path)!r}")
+    state = convert_state_dict(state, model=model, model_name=model_name, source=source, path=path)
+    state = fit_state_dict(model, state, source=source)
     model.load_state_dict(state, strict=True)
     return model
 

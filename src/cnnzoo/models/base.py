@@ -50,6 +50,7 @@ class ZooModel(nn.Module):
     extra_head_names: tuple[str, ...] = ()
     # Submodule prefixes a checkpoint may hold that some configurations leave out.
     optional_prefixes: tuple[str, ...] = ()
+    optional_option: str = ""  # the builder option that leaves them out, named in loading messages
     feature_info: list[dict[str, Any]]
 
     # -- input validation -------------------------------------------------------------------

@@ -209,6 +209,7 @@ class GoogLeNet(ZooModel):
         self.aux2: InceptionAux | None = None
         # torchvision's checkpoints always hold the auxiliary heads (for the weights module).
         self.optional_prefixes = ("aux1.", "aux2.")
+        self.optional_option = "aux_logits=False"
         self.extra_head_names = ("aux1.fc2", "aux2.fc2") if self.aux_logits else ()
         if self.aux_logits:
             aux_in = (INCEPTION_TABLE["4a"].out_channels, INCEPTION_TABLE["4d"].out_channels)

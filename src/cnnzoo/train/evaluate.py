@@ -73,7 +73,14 @@ def load_model(
 ) -> LoadedModel:
     """The model of a run directory, checkpoint directory or weights file, in eval mode."""
     from cnnzoo.registry import create_model
-    from cnnzoo.weights import CheckpointError, check_head, fit_state_dict, read_state_dict, run_metadata
+    from cnnzoo.weights import (
+        CheckpointError,
+        check_head,
+        convert_state_dict,
+        fit_state_dict,
+        read_state_dict,
+        run_metadata,
+    )
 
     weights_path = resolve_weights(path)
     meta = _metadata(weights_path)
@@ -83,6 +90,9 @@ def load_model(
         raise ValueError(f"{str(weights_path)!r} does not say which model it holds; pass --model NAME")
     state = read_state_dict(weights_path)
     kwargs = dict(run.get("model_kwargs") or {}) if name == run.get("model") else {}
+    with torch.device("meta"):  # names only: nothing is allocated
+        named = create_model(name, **kwargs)
+    state = convert_state_dict(state, model=named, model_name=name, path=weights_path)  # timm, Lightning
     if run.get("num_classes") is not None and name == run.get("model"):
         with torch.device("meta"):  # shapes only: nothing is allocated
             probe = create_model(name, **kwargs)
