@@ -305,3 +305,19 @@ def test_eval_refuses_a_dataset_whose_classes_are_other_ones(trained):
     assert evaluate(trained, data="fake", loaders=train_fakes.make_loaders)["samples"] > 0
     with pytest.raises(ValueError, match="evaluate on the run's own dataset"):
         evaluate(trained, data="fake", loaders=other_names)
+
+
+def test_a_decompression_bomb_in_an_image_folder_is_refused_by_name(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cnnzoo.data import DataError
+    from cnnzoo.data.imagefolder import scan_folder
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("L", (8, 8)).save(tmp_path / cls / f"{i}.png")
+    Image.new("L", (64, 64)).save(tmp_path / "b" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"big.png is larger than Pillow's safety limit"):
+        scan_folder(tmp_path)

@@ -27,7 +27,13 @@ from torch import nn
 
 from cnnzoo.weights import CheckpointError, register_key_converter
 
-__all__ = ["check_model", "check_source", "timm_efficientnet_to_cnnzoo", "timm_mobilenetv2_to_cnnzoo", "timm_vgg_to_cnnzoo"]
+__all__ = [
+    "check_model",
+    "check_source",
+    "timm_efficientnet_to_cnnzoo",
+    "timm_mobilenetv2_to_cnnzoo",
+    "timm_vgg_to_cnnzoo",
+]
 
 StateDict = dict[str, torch.Tensor]
 

@@ -164,6 +164,11 @@ def _header(f: Path) -> tuple[str, int, int]:
     try:
         with Image.open(f) as im:  # reads the header only
             return im.mode, im.height, im.width
+    except Image.DecompressionBombError as e:
+        raise DataError(
+            f"{f} is larger than Pillow's safety limit of {Image.MAX_IMAGE_PIXELS:,} pixels (a "
+            f"decompression bomb?); downscale it if you trust it, or remove it ({e})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(
             f"{f} is not a readable image ({e}); remove or replace it (unreadable files are "

@@ -109,7 +109,7 @@ def _image_stats(files: Sequence[Path], mode: str) -> tuple[list[float], list[fl
     total_sq = np.zeros(chans)
     pixels = 0
     sizes = []
-    for f in chosen:
+    for f in chosen:  # every file passed the folder's header scan (bomb limit included)
         with Image.open(f) as im:
             a = np.asarray(im.convert(mode), dtype=np.float64).reshape(-1, chans) / 255
         total += a.sum(0)
