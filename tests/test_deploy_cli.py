@@ -288,7 +288,9 @@ def test_predict_runs_the_fastest_exact_path_and_says_which(tmp_path, capsys) ->
         assert [t["prob"] for t in a["top"]] == pytest.approx([t["prob"] for t in b["top"]], abs=1e-5)
     code, out, err = cli(capsys, "predict", str(run), *images, "--format", "json")
     assert code == 0 and len([json.loads(line) for line in out.splitlines()]) == 9  # JSON lines
-    assert err.startswith("cnnzoo: predict ran on ")
+    lines = err.splitlines()
+    assert lines[0].startswith("note: each image is read as RGB and resized to 32x32")
+    assert lines[1].startswith("cnnzoo: predict ran on ") and len(lines) == 2
 
     # With no more images than the check needs, eager's own outputs are the answer.
     few = predict(run, images[:2])
