@@ -267,18 +267,18 @@ def test_create_model_without_head_gives_pre_logits():
 
 def test_the_param_count_table_matches_every_model_built_afresh():
     """`cnnzoo list` reads cnnzoo/_param_counts.py; a stale entry would be a wrong number."""
-    from cnnzoo._param_counts import PARAM_COUNTS
-    from cnnzoo.registry import _build_and_count, list_models
+    from cnnzoo._param_counts import MODEL_FACTS
+    from cnnzoo.registry import _facts_of_build, list_models
 
-    fresh = {name: _build_and_count(name) for name in list_models()}
-    stale = {n: (PARAM_COUNTS.get(n), c) for n, c in fresh.items() if PARAM_COUNTS.get(n) != c}
+    fresh = {name: _facts_of_build(name) for name in list_models()}
+    stale = {n: (MODEL_FACTS.get(n), c) for n, c in fresh.items() if MODEL_FACTS.get(n) != c}
     assert not stale, (
         f"table vs model: {stale}; rewrite it with "
         "python -c 'from cnnzoo.registry import write_param_counts; write_param_counts()'"
     )
 
 
-def test_list_builds_no_model(monkeypatch, capsys):
+def test_list_and_info_build_no_model(monkeypatch, capsys):
     import cnnzoo.registry as registry
     from cnnzoo.cli.main import main
 
@@ -288,3 +288,5 @@ def test_list_builds_no_model(monkeypatch, capsys):
     monkeypatch.setattr(registry, "create_model", refuse)
     assert main(["list"]) == 0
     assert "resnet50" in capsys.readouterr().out
+    assert main(["info", "resnet50"]) == 0
+    assert "25,557,032" in capsys.readouterr().out  # torchvision's resnet50

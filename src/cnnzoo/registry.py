@@ -238,36 +238,53 @@ def create_model(
 
 
 def _build_and_count(name: str) -> int:
+    return _facts_of_build(name)["params"]
+
+
+def _facts_of_build(name: str) -> dict[str, Any]:
     import torch
 
     with torch.device("meta"):  # shapes only: nothing is allocated or initialised
         model = create_model(name)
-    return sum(p.numel() for p in model.parameters())
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "num_features": getattr(model, "num_features", None),
+        "feature_info": [dict(f) for f in getattr(model, "feature_info", [])],
+    }
+
+
+def model_facts(name: str) -> dict[str, Any]:
+    """Parameters, num_features and feature_info of a registered model at its defaults.
+
+    The zoo's facts are a table written from the models themselves (``cnnzoo/_param_counts.py``,
+    checked against a fresh build of every model by the tests), so `cnnzoo list` and `cnnzoo info`
+    build no model; a model registered outside the table is built on the meta device.
+    """
+    from cnnzoo._param_counts import MODEL_FACTS
+
+    if name in MODEL_FACTS and name in _BUILDERS:
+        return MODEL_FACTS[name]
+    model_info(name)  # an unknown name fails here, with its suggestion
+    return _facts_of_build(name)
 
 
 def num_params(name: str) -> int:
-    """Parameters of a registered model at its defaults.
-
-    The zoo's counts are a table written from the models themselves (``cnnzoo/_param_counts.py``,
-    checked against a fresh build of every model by the tests), so `cnnzoo list` builds no model;
-    a model registered outside the table is built on the meta device and counted.
-    """
-    from cnnzoo._param_counts import PARAM_COUNTS
-
-    if name in PARAM_COUNTS and name in _BUILDERS:
-        return PARAM_COUNTS[name]
-    model_info(name)  # an unknown name fails here, with its suggestion
-    return _build_and_count(name)
+    """Parameters of a registered model at its defaults (`model_facts`)."""
+    return model_facts(name)["params"]
 
 
 def write_param_counts(path: str | os.PathLike | None = None) -> Path:
     """Rewrite ``cnnzoo/_param_counts.py`` from every registered model (run after changing a model)."""
+    import pprint
+
     target = Path(path) if path else Path(__file__).with_name("_param_counts.py")
-    rows = "\n".join(f"    {n!r}: {_build_and_count(n)}," for n in list_models())
+    facts = {n: _facts_of_build(n) for n in list_models()}
     target.write_text(
-        '"""Parameters of every registered model at its defaults, written by\n'
-        "`cnnzoo.registry.write_param_counts()` from the models themselves; tests/test_registry.py\n"
-        'checks it against a fresh build. `cnnzoo list` reads it instead of building 80 models."""\n\n'
-        f"PARAM_COUNTS: dict[str, int] = {{\n{rows}\n}}\n"
+        '"""Parameters, num_features and feature_info of every registered model at its defaults,\n'
+        "written by `cnnzoo.registry.write_param_counts()` from the models themselves;\n"
+        "tests/test_registry.py checks it against a fresh build. `cnnzoo list` and `cnnzoo info` read\n"
+        'it instead of building models."""\n\n'
+        "from typing import Any\n\n"
+        f"MODEL_FACTS: dict[str, dict[str, Any]] = {pprint.pformat(facts, width=100, sort_dicts=False)}\n"
     )
     return target

@@ -164,16 +164,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    import torch
-
-    from cnnzoo.registry import create_model, model_info
+    from cnnzoo.registry import model_facts, model_info
 
     info = model_info(args.name).to_dict()
-    with torch.device("meta"):
-        model = create_model(args.name)
-    info["params"] = sum(p.numel() for p in model.parameters())
-    info["num_features"] = getattr(model, "num_features", None)
-    info["feature_info"] = getattr(model, "feature_info", [])
+    info.update(model_facts(args.name))  # params, num_features, feature_info: no model is built
     if args.format == "json":
         print(json.dumps(info, indent=2))
         return 0
