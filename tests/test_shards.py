@@ -16,43 +16,19 @@ import sys
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+import shapes
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.data import DataError, dataset_info, make_loaders
 from cnnzoo.data.shards import read_index, shard_loaders, write_shards
 from cnnzoo.weights import read_state_dict
 
-CLASSES = ("circle", "square", "stripes")
-
-
-def _draw(kind: int, rng: np.random.Generator) -> np.ndarray:
-    img = rng.integers(0, 40, (16, 16)).astype(np.uint8)
-    cy, cx = rng.integers(5, 11, 2)
-    yy, xx = np.mgrid[:16, :16]
-    if kind == 0:
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12] = 220
-    elif kind == 1:
-        img[cy - 3 : cy + 3, cx - 3 : cx + 3] = 220
-    else:
-        img[::3] = 220
-    return img
-
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 40), ("test", 12)):
-        for c, cls in enumerate(CLASSES):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                ext = "png" if i % 2 else "jpg"
-                Image.fromarray(_draw(c, rng), mode="L").save(root / split / cls / f"{i}.{ext}")
-    return root
+    return shapes.write_folder(tmp_path_factory.mktemp("shapes"), jpeg_every_other=True)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +45,7 @@ def _members(path: Path) -> list[tuple[str, bytes]]:
 
 def test_shards_hold_every_file_unchanged_with_its_label(folder, shards):
     index = read_index(shards)
-    assert index["classes"] == list(CLASSES)
+    assert index["classes"] == list(shapes.CLASSES)
     stored: dict[str, list[tuple[bytes, int]]] = {}
     for split, entries in index["splits"].items():
         for entry in entries:
@@ -85,7 +61,9 @@ def test_shards_hold_every_file_unchanged_with_its_label(folder, shards):
 
     # train + val together are exactly train/'s files (12 of them held out), test is test/'s.
     def originals(split: str) -> list[tuple[bytes, int]]:
-        return sorted((f.read_bytes(), CLASSES.index(f.parent.name)) for f in (folder / split).rglob("*.*"))
+        return sorted(
+            (f.read_bytes(), shapes.CLASSES.index(f.parent.name)) for f in (folder / split).rglob("*.*")
+        )
 
     assert sorted(stored["train"] + stored["val"]) == originals("train")
     assert sorted(stored["test"]) == originals("test")

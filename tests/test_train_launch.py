@@ -13,41 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+import shapes
 from cnnzoo.weights import read_state_dict
-
-CLASSES = ("circle", "square", "stripes")
-
-
-def _draw(kind: int, rng: np.random.Generator) -> np.ndarray:
-    """A 16x16 grey image of one of three easily told shapes, jittered and noisy."""
-    img = rng.integers(0, 40, (16, 16)).astype(np.uint8)
-    cy, cx = rng.integers(5, 11, 2)
-    yy, xx = np.mgrid[:16, :16]
-    if kind == 0:
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= 12] = 220
-    elif kind == 1:
-        img[cy - 3 : cy + 3, cx - 3 : cx + 3] = 220
-    else:
-        img[::3] = 220
-    return img
 
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    rng = np.random.default_rng(0)
     # 40 a class: 4 are held out for validation, and the 108 left split evenly over two ranks.
-    for split, n in (("train", 40), ("test", 12)):
-        for c, cls in enumerate(CLASSES):
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(_draw(c, rng), mode="L").save(root / split / cls / f"{i}.png")
-    return root
+    return shapes.write_folder(tmp_path_factory.mktemp("shapes"))
 
 
 def _env(tmp: Path) -> dict[str, str]:

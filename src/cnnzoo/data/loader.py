@@ -38,6 +38,20 @@ __all__ = [
 AUGMENTS = (None, "flip", "crop-flip")
 
 
+def pixel_normalisation(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (1, C, 1, 1) on `device`, with x = pixel * scale + shift equal to
+    (pixel / 255 - mean) / std: the /255 and the normalisation folded into one multiply-add, the
+    same floats on every input path (in memory, streamed folders, shards)."""
+    c = channels
+    m = torch.tensor(list(mean) if mean is not None else [0.0] * c, dtype=torch.float32)
+    s = torch.tensor(list(std) if std is not None else [1.0] * c, dtype=torch.float32)
+    if m.numel() != c or s.numel() != c:
+        raise ValueError(f"mean and std need {c} values (one per channel), got {m.numel()} and {s.numel()}")
+    return (1 / (255 * s)).view(1, c, 1, 1).to(device), (-m / s).view(1, c, 1, 1).to(device)
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     digest = hashlib.sha256(f"cnnzoo-loader:{seed}:{epoch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -154,15 +168,7 @@ class TensorLoader:
         if isinstance(resize_to, int):
             resize_to = (resize_to, resize_to)
         self.resize_to = None if resize_to is None or tuple(resize_to) == (h, w) else tuple(resize_to)
-        # x = pixel * scale + shift folds /255 and the normalisation into one multiply-add.
-        m = torch.tensor(mean if mean is not None else [0.0] * c, dtype=torch.float32)
-        s = torch.tensor(std if std is not None else [1.0] * c, dtype=torch.float32)
-        if m.numel() != c or s.numel() != c:
-            raise ValueError(
-                f"mean and std need {c} values (one per channel), got {m.numel()} and {s.numel()}"
-            )
-        self._scale = (1 / (255 * s)).view(1, c, 1, 1).to(self.device)
-        self._shift = (-m / s).view(1, c, 1, 1).to(self.device)
+        self._scale, self._shift = pixel_normalisation(mean, std, c, self.device)
 
     # -- sizes -------------------------------------------------------------------------------------
     @property

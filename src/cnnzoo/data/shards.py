@@ -387,9 +387,9 @@ class ShardLoader:
         self.epoch = 0
         self._checked: set[Path] = set()
         self._tf = _transform(train, augment, self.size)
-        m = torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
-        s = torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1)
-        self._scale, self._shift = (1 / (255 * s)).to(self.device), (-m / s).to(self.device)
+        from cnnzoo.data.loader import pixel_normalisation
+
+        self._scale, self._shift = pixel_normalisation(mean, std, in_chans, self.device)
 
     # -- sizes ------------------------------------------------------------------------------------
     def _assignment(self, epoch: int) -> list[list[_Shard]]:

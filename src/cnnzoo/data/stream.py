@@ -29,7 +29,15 @@ import numpy as np
 import torch
 
 from cnnzoo.data.catalog import DataError
-from cnnzoo.data.loader import AUGMENTS, Loaders, TensorLoader, epoch_plan, split_record, split_validation
+from cnnzoo.data.loader import (
+    AUGMENTS,
+    Loaders,
+    TensorLoader,
+    epoch_plan,
+    pixel_normalisation,
+    split_record,
+    split_validation,
+)
 from cnnzoo.data.transforms import STREAM_AUGMENTS, eval_crop_fraction, read_image, sample_transform
 
 __all__ = [
@@ -220,16 +228,8 @@ class StreamLoader:
         self.seed, self.epoch = seed, 0
         self.rank, self.world_size, self.pad_shards = rank, world_size, pad_shards
         self.channels_last, self.workers = channels_last, workers
-        c = dataset.channels
-        m = torch.tensor(mean if mean is not None else [0.0] * c, dtype=torch.float32)
-        s = torch.tensor(std if std is not None else [1.0] * c, dtype=torch.float32)
-        if m.numel() != c or s.numel() != c:
-            raise ValueError(
-                f"mean and std need {c} values (one per channel), got {m.numel()} and {s.numel()}"
-            )
         # The same multiply-add as TensorLoader, so both paths give the same floats.
-        self._scale = (1 / (255 * s)).view(1, c, 1, 1).to(self.device)
-        self._shift = (-m / s).view(1, c, 1, 1).to(self.device)
+        self._scale, self._shift = pixel_normalisation(mean, std, dataset.channels, self.device)
         self._sampler = _PlanSampler()
         pin = self.device.type == "cuda"
         self._loader = torch.utils.data.DataLoader(
