@@ -184,6 +184,16 @@ CASES = [
     (["count", "synth", "{ws}/notes.txt"], "notes.txt"),
     (["count", "synth", "{ws}/sy", "--size", "0x0"], "--size"),
     (["count", "synth", "{ws}/sy", "--parts", "C"], "C"),
+    # -- looking inside: visualize and explore
+    (["visualize", "filters", "nosuchnet", "--out", "{ws}/v"], "nosuchnet"),
+    (["visualize", "filters", "{ws}/run", "--layer", "nolayer", "--out", "{ws}/v"], "nolayer"),
+    (["visualize", "activations", "{ws}/run", "{ws}/corrupt.png", "--out", "{ws}/v"], "corrupt.png"),
+    (["visualize", "gradcam", "{ws}/run", "{ws}/missing.png", "--out", "{ws}/v"], "missing.png"),
+    (["visualize", "filters", "{ws}/run", "--out", "{ws}/notes.txt"], "notes.txt"),
+    (["visualize", "warp", "{ws}/run"], "invalid choice"),
+    (["explore", "nosuchnet", "--out", "{ws}/e.html"], "nosuchnet"),
+    (["explore", "lenet5", "--out", "{ws}/notes.txt"], "--overwrite"),
+    (["explore", "lenet5", "--out", "{ws}/emptydir"], "folder"),
     # -- experiments and reports
     (["experiment", "nosuchclaim"], "nosuchclaim"),
     (["report", "--reports", "{ws}/missing"], "missing"),
