@@ -363,3 +363,15 @@ def test_titles_say_when_weights_are_random(trained_run):
 
         plt.close(fig)
     assert load_subject(trained_run).data == "fake"
+
+
+def test_default_out_is_beside_the_run_or_named_after_the_model(tmp_path, trained_run, monkeypatch, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    monkeypatch.chdir(tmp_path)
+    assert main(["visualize", "filters", str(run)]) == 0
+    assert sorted(p.name for p in (run / "visualize").iterdir()) == ["filters-conv1.png"]
+    assert main(["visualize", "filters", "lenet5"]) == 0
+    assert (tmp_path / "visualize-lenet5" / "filters-conv1.png").is_file()

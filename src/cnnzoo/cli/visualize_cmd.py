@@ -92,7 +92,11 @@ def cmd_visualize(args: argparse.Namespace) -> int:
     from cnnzoo.visualize.subject import load_subject
 
     subject = load_subject(args.source, model=args.model, pretrained=args.pretrained, device=args.device)
-    writer = _Writer(Path(args.out), args.overwrite)
+    out = args.out
+    if out is None:  # beside the run it looks into, or a folder named after the model here
+        src = Path(args.source)
+        out = src / "visualize" if src.is_dir() else Path(f"visualize-{src.stem}")
+    writer = _Writer(Path(out), args.overwrite)
     {
         "filters": _filters,
         "activations": _activations,
@@ -322,7 +326,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("kind", choices=KINDS, metavar="KIND", help=", ".join(KINDS))
     p.add_argument("source", metavar="RUN_or_MODEL", help="run folder, checkpoint file or model name")
     p.add_argument("images", nargs="*", metavar="IMAGE", help="PNG/JPEG files (activations, attributions)")
-    p.add_argument("--out", required=True, help="folder for the PNGs")
+    p.add_argument(
+        "--out", help="folder for the PNGs (default: RUN/visualize for a run folder, else ./visualize-NAME)"
+    )
     p.add_argument(
         "--layer",
         action="append",
