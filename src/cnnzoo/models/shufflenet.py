@@ -81,10 +81,11 @@ class ShuffleNetV1(_ShuffleNet):
         scale: s of "ShuffleNet s x" (0.25, 0.5, 1, 1.5, 2 in the paper). Stage widths are rounded
             to a multiple of 4g (the bottleneck, a quarter of the width, must split into g groups);
             at s = 1 nothing moves.
-        stem_width: conv1's output channels; by default 24 s rounded to a multiple of g (the
-            stride-2 unit's branch, stage width minus stem width, must split into g groups). The
-            authors' released code keeps 24 at s = 1.5, which gives their published 292 MFLOPs
-            for 1.5x (g = 3) where 36 gives 300.
+        stem_width: conv1's output channels. By default the authors' released models' (12 at
+            s = 0.5, 24 at 1 and 1.5, 48 at 2: their code keeps 24 at 1.5x, which gives the
+            published 292 MFLOPs for 1.5x (g = 3) where 36 would give 300), else 24 s; rounded
+            to a multiple of g (the stride-2 unit's branch, stage width minus stem width, must
+            split into g groups).
         act: activation by name (ReLU in the paper; see `cnnzoo.layers.ACTIVATIONS`).
     """
 
@@ -109,7 +110,9 @@ class ShuffleNetV1(_ShuffleNet):
         self.in_chans, self.num_classes, self.groups = in_chans, num_classes, groups
 
         # Table 1's conv1 has 24 channels.
-        stem = make_divisible(24 * scale, groups) if stem_width is None else stem_width
+        if stem_width is None:
+            stem_width = make_divisible(_V1_RELEASED_STEMS.get(scale, 24 * scale), groups)
+        stem = stem_width
         widths = [make_divisible(w * scale, 4 * groups) for w in widths]
         self.conv1 = ConvBnAct(in_chans, stem, 3, 2, act=act)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
@@ -188,6 +191,10 @@ class ShuffleNetV2(_ShuffleNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv5(self._trunk(x))
 
+
+# conv1's width in the authors' released ShuffleNet v1 models per scale (megvii-model's
+# ShuffleNet-Series code): not 24 s at 1.5x.
+_V1_RELEASED_STEMS = {0.5: 12, 1.0: 24, 1.5: 24, 2.0: 48}
 
 # Zhang et al. 2017, Table 1: output channels of stages 2-4 for g = 1, 2, 3, 4, 8 at scale 1,
 # chosen to keep the cost near 140 MFLOPs; units per stage.
