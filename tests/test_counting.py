@@ -40,8 +40,29 @@ def test_fixed_kernel_is_scipys_gaussian_filter_away_from_borders(sigma):
     # Oracle: scipy.ndimage.gaussian_filter of a delta (what CSRNet's preprocessing computes).
     shape = (90, 110)
     point = np.array([[52.3, 44.6]])  # falls on pixel (52, 45)
-    ours = density_map(point, shape, method="fixed", sigma=sigma)
+    ours = density_map(point, shape, method="fixed", sigma=sigma, truncate=4.0)
     np.testing.assert_allclose(ours, delta_filtered((52, 45), shape, sigma), atol=1e-7)
+
+
+def test_fixed_kernel_defaults_to_the_c3_frameworks_15x15_window():
+    """Issue 17: the C-3 recipe's Part B maps are MATLAB's fspecial('gaussian', 15, 4): a 15 x 15
+    window (the default fixed map was 33 x 33, its peak 0.88x C-3's)."""
+    ours = density_map([[30.0, 20.0]], (41, 61), method="fixed", sigma=4.0)
+    y, x = np.nonzero(ours)
+    assert (y.max() - y.min() + 1, x.max() - x.min() + 1) == (15, 15)
+    # fspecial's definition written out: exp(-(x^2 + y^2) / (2 sigma^2)) on -7..7, normalised.
+    r = np.arange(-7, 8, dtype=np.float64)
+    h = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * 4.0**2))
+    np.testing.assert_allclose(ours[13:28, 23:38], h / h.sum(), rtol=1e-6)
+
+
+def test_a_head_annotated_twice_is_one_place_for_adaptive_sigmas():
+    """Issue 17: duplicate annotations gave each other sigma 0, a one-pixel spike."""
+    pts = np.array([[10.0, 10.0], [20.0, 10.0], [10.0, 25.0], [40.0, 40.0]])
+    twice = np.vstack([pts, pts[:1]])
+    sig = adaptive_sigmas(twice)
+    np.testing.assert_allclose(sig[:4], adaptive_sigmas(pts))
+    assert sig[4] == sig[0] > 0
 
 
 def test_adaptive_map_is_the_sum_of_per_head_filters_with_knn_sigmas():

@@ -8,8 +8,9 @@ Counting via Multi-Column CNN", CVPR, sec. 2.2 - the paper that introduced Shang
               kernels", beta = 0.3, k = 3), found with a KD-tree; heads far apart get wide kernels
 
 Each kernel is the separable, truncated Gaussian that ``scipy.ndimage.gaussian_filter(delta,
-sigma, truncate=4.0)`` spreads from the head's pixel (radius ``int(truncate * sigma + 0.5)``),
-built from two 1-D factors. Where a kernel crosses the image border, each 1-D factor is
+sigma, truncate)`` spreads from the head's pixel (radius ``int(truncate * sigma + 0.5)``), built
+from two 1-D factors: truncate 4 (scipy's default, CSRNet's maps) for adaptive kernels, and for
+fixed ones the C-3 Framework's 15 x 15 window (MATLAB's ``fspecial('gaussian', 15, 4)``). Where a kernel crosses the image border, each 1-D factor is
 renormalised over the pixels inside the image, so every head keeps exactly unit mass. The
 per-head full-image filter of the CSRNet code loses the mass outside the image instead (a head
 at a corner keeps a quarter of it) and costs a whole-image convolution per head.
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 METHODS = ("adaptive", "fixed")
+C3_RADIUS = 7  # the C-3 Framework's fixed kernels are 15 x 15 (fspecial('gaussian', 15, 4) for Part B)
 
 
 def inside_image(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -102,10 +104,17 @@ def adaptive_sigmas(
         )
     if n <= 1:
         return np.full(n, float(fallback))
-    kk = min(k, n - 1)
-    # k + 1 neighbours: the nearest "neighbour" of a head is itself, at distance 0.
-    dist, _ = cKDTree(pts).query(pts, k=kk + 1)
-    return beta * dist[:, 1:].mean(axis=1)
+    # A head annotated twice at one place is one head: neighbours are other *places*, or two
+    # copies would give each other sigma 0 (a one-pixel spike of mass 2).
+    places, where = np.unique(pts, axis=0, return_inverse=True)
+    where = where.reshape(-1)
+    m = len(places)
+    if m <= 1:
+        return np.full(n, float(fallback))
+    kk = min(k, m - 1)
+    # k + 1 neighbours: the nearest "neighbour" of a place is itself, at distance 0.
+    dist, _ = cKDTree(places).query(places, k=kk + 1)
+    return (beta * dist[:, 1:].mean(axis=1))[where]
 
 
 def _kernel(sigma: float, truncate: float) -> np.ndarray:
@@ -144,7 +153,7 @@ def density_map(
     sigma: float = 4.0,
     k: int = 3,
     beta: float = 0.3,
-    truncate: float = 4.0,
+    truncate: float | None = None,
 ) -> np.ndarray:
     """H x W float32 density map of head `points` (N x 2, 0-based x then y) that sums to N.
 
@@ -153,23 +162,29 @@ def density_map(
         shape: (H, W) of the image.
         method: "fixed" (every head gets `sigma`) or "adaptive" (beta x mean distance to the k
             nearest heads, Zhang et al. 2016; `sigma` is the width of a lone head).
-        truncate: kernel radius in sigmas (scipy's default, 4).
+        truncate: kernel radius in sigmas, as scipy's gaussian_filter. None: for "fixed" the
+            C-3 Framework's 15 x 15 window (MATLAB's ``fspecial('gaussian', 15, sigma)``, radius
+            7 whatever sigma), for "adaptive" scipy's default 4 (CSRNet's maps).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     h, w = (int(v) for v in shape)
     if h < 1 or w < 1:
         raise ValueError(f"shape must be (H, W) with H, W >= 1, got {tuple(shape)}")
-    if not sigma > 0 or not truncate > 0:
+    if not sigma > 0 or (truncate is not None and not truncate > 0):
         raise ValueError(f"sigma and truncate must be > 0, got sigma={sigma}, truncate={truncate}")
     pts = _as_points(points)
     pix = head_pixels(pts, (h, w))
     out = np.zeros((h, w), dtype=np.float64)
     if method == "fixed":
-        kernel = gaussian_kernel1d(float(sigma), float(truncate))
+        # C-3's window: radius 7, i.e. truncate = 7 / sigma in scipy's terms (int(7 + 0.5) = 7).
+        kernel = gaussian_kernel1d(
+            float(sigma), float(truncate) if truncate is not None else C3_RADIUS / sigma
+        )
         kernels = (kernel for _ in range(len(pix)))
     else:
-        kernels = (_kernel(float(s), truncate) for s in adaptive_sigmas(pts, k=k, beta=beta, fallback=sigma))
+        t = 4.0 if truncate is None else float(truncate)
+        kernels = (_kernel(float(s), t) for s in adaptive_sigmas(pts, k=k, beta=beta, fallback=sigma))
     for (cx, cy), kern in zip(pix, kernels, strict=True):
         kx, x0, x1 = _window(kern, int(cx), w)
         ky, y0, y1 = _window(kern, int(cy), h)
