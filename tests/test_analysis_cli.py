@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+from torch import nn
 
 from cnnzoo.analysis.compare import PUBLISHED_TOP1, published_top1
 from cnnzoo.cli.main import main
@@ -132,3 +133,26 @@ def test_compare_plot_says_what_it_could_not_place(capsys, tmp_path) -> None:
     code, _, err = run(capsys, "compare", "resnet20", "resnet56", "--plot", str(tmp_path / "c.png"))
     assert code == 0 and "plotted parameters against MACs" in err
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_summary_shows_groups_where_the_efficient_nets_use_them(capsys):
+    """Issue 17: depthwise and grouped convolutions looked like ordinary ones in the table.
+    Oracle: torchvision's own modules (a depthwise conv has groups == its input channels)."""
+    import torchvision
+
+    def column(name: str) -> list[str]:
+        assert main(["summary", name]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        header = lines[0].split()
+        if "groups" not in header:
+            return []
+        start = lines[0].index("groups")
+        return [line[start : start + len("groups")].strip() for line in lines[2:] if line.strip()]
+
+    tv = torchvision.models.mobilenet_v2()
+    depthwise = [m for m in tv.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+    assert column("mobilenet_v2").count("dw") == len(depthwise) == 17
+    tv = torchvision.models.resnext50_32x4d()
+    grouped = [m for m in tv.modules() if isinstance(m, nn.Conv2d) and m.groups == 32]
+    assert column("resnext50_32x4d").count("32") == len(grouped) == 16
+    assert column("vgg16") == []  # a dense net keeps the lecture's columns

@@ -23,6 +23,7 @@ __all__ = [
     "FORMATS",
     "LECTURE_COLUMNS",
     "csv_cell",
+    "lecture_columns",
     "lecture_row",
     "lecture_total",
     "render_profile",
@@ -76,6 +77,7 @@ CSV_COLUMNS = (
     "in_w",
     "filters",
     "kernel",
+    "groups",
     "stride",
     "padding",
     "out_c",
@@ -114,6 +116,23 @@ def number(x: float, unit: float = 1.0) -> str:
     return f"{v:.2f}"
 
 
+def _groups_cell(groups: int | None, c_in: int | None) -> Any:
+    """A convolution's groups as the efficient-net lectures name them: "dw" when every input
+    channel has its own filter (depthwise), the number when grouped (ResNeXt, ShuffleNet), blank
+    when dense."""
+    if not groups or groups == 1:
+        return ""
+    return "dw" if groups == c_in else groups
+
+
+def lecture_columns(rows: Sequence[Layer]) -> tuple[str, ...]:
+    """The table's columns: the lecture's, and "groups" after "kernel" when a row is grouped."""
+    if not any(r.groups and r.groups > 1 for r in rows):
+        return LECTURE_COLUMNS
+    i = LECTURE_COLUMNS.index("kernel") + 1
+    return (*LECTURE_COLUMNS[:i], "groups", *LECTURE_COLUMNS[i:])
+
+
 def lecture_row(r: Layer) -> dict[str, Any]:
     """One row of the lecture's table as `cnnzoo summary` prints it (the explorer shows the same)."""
     c_in, sp_in = _split(r.input_shape)
@@ -125,6 +144,7 @@ def lecture_row(r: Layer) -> dict[str, Any]:
         "H/W": _axes(sp_in) if sp_in else "",
         "filters": "" if r.filters is None else r.filters,
         "kernel": _axes(r.kernel),
+        "groups": _groups_cell(r.groups, c_in),
         "stride": _axes(r.stride),
         "pad": _axes(r.padding),
         "out C": "" if c_out is None else c_out,
@@ -162,6 +182,7 @@ def _csv_row(r: Layer) -> dict[str, Any]:
         "in_w": sp_in[-1] if sp_in else None,
         "filters": r.filters,
         "kernel": _axes(r.kernel),
+        "groups": r.groups,
         "stride": _axes(r.stride),
         "padding": _axes(r.padding),
         "out_c": c_out,
@@ -247,7 +268,7 @@ def render_profile(
         return render_rows(data, CSV_COLUMNS, "csv")
     data = [lecture_row(r) for r in rows]
     data.append(lecture_total(p))
-    text = render_rows(data, LECTURE_COLUMNS, fmt)
+    text = render_rows(data, lecture_columns(rows), fmt)
     return text + "\n\n" + summary_line(p) if fmt == "table" else text
 
 
