@@ -156,3 +156,13 @@ def test_summary_shows_groups_where_the_efficient_nets_use_them(capsys):
     grouped = [m for m in tv.modules() if isinstance(m, nn.Conv2d) and m.groups == 32]
     assert column("resnext50_32x4d").count("32") == len(grouped) == 16
     assert column("vgg16") == []  # a dense net keeps the lecture's columns
+
+
+def test_summary_takes_a_batch_inclusive_input_as_torchinfo_users_type_it(capsys):
+    assert main(["summary", "resnet18", "--input", "3x224x224", "--format", "json"]) == 0
+    per_image = json.loads(capsys.readouterr().out)
+    assert main(["summary", "resnet18", "--input", "1x3x224x224", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == per_image
+    assert main(["summary", "resnet18", "--input", "8x3x224x224", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == per_image and "figures are per image" in err

@@ -196,6 +196,14 @@ def _parse_input(text: str | None) -> tuple[int, ...] | None:
         size = ()
     if not size or any(v < 1 for v in size):
         raise UsageError(f"--input takes CxHxW, e.g. 3x224x224, not {text!r}")
+    if len(size) == 4:  # NxCxHxW, as torchinfo users type it: the tables are per image
+        if size[0] != 1:
+            print(
+                f"note: --input {text}: the figures are per image; a batch of {size[0]} multiplies "
+                "memory and MACs by it",
+                file=sys.stderr,
+            )
+        size = size[1:]
     return size
 
 
