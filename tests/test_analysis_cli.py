@@ -166,3 +166,46 @@ def test_summary_takes_a_batch_inclusive_input_as_torchinfo_users_type_it(capsys
     assert main(["summary", "resnet18", "--input", "8x3x224x224", "--format", "json"]) == 0
     out, err = capsys.readouterr()
     assert json.loads(out) == per_image and "figures are per image" in err
+
+
+USER_NET = """
+import torch.nn as nn
+
+class TinyNet(nn.Module):
+    def __init__(self, width=8):
+        super().__init__()
+        self.conv = nn.Conv2d(1, width, 3, padding=1)
+        self.fc = nn.Linear(width * 28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).flatten(1))
+"""
+
+
+def _summary_json(capsys, *argv: str) -> dict:
+    assert main(["summary", *argv, "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_summary_of_your_own_model_a_run_and_builder_options(tmp_path, capsys):
+    """Issue 17: summary took registered names only."""
+    (tmp_path / "net.py").write_text(USER_NET)
+    # Hand count: conv 4 x 1 x 3 x 3 + 4 = 40; fc 4 x 28 x 28 x 10 + 10 = 31,370.
+    p = _summary_json(
+        capsys, f"{tmp_path / 'net.py'}:TinyNet", "--input", "1x28x28", "--model-arg", "width=4"
+    )
+    assert p["total_params"] == 40 + 31_370
+    # package.module:function, called: torchvision's own builder (its documented 11,689,512).
+    assert _summary_json(capsys, "torchvision.models:resnet18")["total_params"] == 11_689_512
+    # LeNet-5 built for 32 x 32 (fc1 takes 16 x 6 x 6): 61,706 + 16 x 11 x 120 = 82,826.
+    p = _summary_json(capsys, "lenet5", "--model-arg", "img_size=32")
+    assert p["total_params"] == 82_826 and p["input_size"] == [1, 32, 32]
+
+    import train_fakes
+    from cnnzoo.train import train
+
+    train(train_fakes.config(tmp_path, epochs=1), data=train_fakes.make_loaders, log=lambda *_: None)
+    p = _summary_json(capsys, str(tmp_path / "run"))
+    assert p["input_size"] == [1, 12, 12]  # the run's own input size, from its header
+    assert main(["summary", f"{tmp_path / 'net.py'}:Nope"]) == 2
+    assert "has no attribute 'Nope'" in capsys.readouterr().err

@@ -187,6 +187,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_arg(text: str) -> tuple[str, Any]:
+    """KEY=VALUE of --model-arg; the value is JSON when it parses (32, 0.5, true), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--model-arg takes KEY=VALUE, e.g. act=relu, not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def _parse_input(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
@@ -207,13 +218,74 @@ def _parse_input(text: str | None) -> tuple[int, ...] | None:
     return size
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+
+
+def _user_model(spec: str, kwargs: dict[str, Any]) -> Any:
+    """The nn.Module a `path/to/file.py:Name` or `package.module:name` names: a module itself, or
+    a class or function called with the --model-arg options."""
+    import importlib
+    import importlib.util
+
+    from torch import nn
+
+    where, _, attr = spec.rpartition(":")
+    try:
+        if where.endswith(".py"):
+            path = Path(where).expanduser()
+            if not path.is_file():
+                raise UsageError(f"{where!r} is not a Python file; summary takes FILE.py:NAME")
+            module_spec = importlib.util.spec_from_file_location(f"cnnzoo_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+        obj = getattr(module, attr)
+        model = obj if isinstance(obj, nn.Module) else obj(**kwargs)
+    except UsageError:
+        raise
+    except Exception as e:  # the user's own code: say where it failed, in one line
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"could not build a model from {spec!r}: {type(e).__name__}: {first}") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec!r} gave a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _summary_subject(args: argparse.Namespace) -> tuple[Any, tuple[int, ...] | None, dict[str, Any]]:
+    """(a registered name or a module, the input size, model options) for `summary`: a zoo name,
+    a run folder or weights file, or the user's own model (FILE.py:NAME, package.module:NAME)."""
+    kwargs = dict(args.model_arg or [])
+    size = _parse_input(args.input)
+    source = Path(args.name).expanduser()
+    if source.is_dir() or (source.is_file() and source.suffix in _WEIGHT_SUFFIXES):
+        if kwargs:
+            raise UsageError("--model-arg builds a zoo model; a run's model is built as it was trained")
+        from cnnzoo.train.evaluate import _default_input, load_model
+
+        loaded = load_model(source, model=args.model)
+        run_size = loaded.run.get("input_size")
+        return loaded.model, size or (tuple(run_size) if run_size else _default_input(loaded.model)), {}
+    from cnnzoo.registry import is_model
+
+    if ":" in args.name and not is_model(args.name):
+        return _user_model(args.name, kwargs), size, {}
+    if size is None and isinstance(kwargs.get("img_size"), int) and is_model(args.name):
+        from cnnzoo.registry import model_info
+
+        # A net built for another size (LeNet-5's img_size) is profiled at that size.
+        size = (model_info(args.name).input_size[0], kwargs["img_size"], kwargs["img_size"])
+    return args.name, size, kwargs
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     from cnnzoo.analysis import profile
     from cnnzoo.analysis.formats import render_profile
 
     if args.depth is not None and args.depth < 1:
         raise UsageError(f"--depth must be >= 1, got {args.depth}")
-    p = profile(args.name, _parse_input(args.input))
+    subject, size, kwargs = _summary_subject(args)
+    p = profile(subject, size, **kwargs)
     print(render_profile(p, args.format, depth=args.depth, all_rows=args.all))
     return 0
 
@@ -294,8 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="One row per layer in execution order, the lecture's columns, with totals. "
         "Elementwise rows (activations, BatchNorm, residual adds) are hidden unless --all.",
     )
-    p.add_argument("name", help="a model name from `cnnzoo list`")
-    p.add_argument("--input", metavar="CxHxW", help="input size, e.g. 3x224x224 (default: the model's)")
+    p.add_argument(
+        "name",
+        metavar="MODEL",
+        help="a model name from `cnnzoo list`, a run folder or weights file, or your own model as "
+        "path/to/file.py:Name or package.module:name (a module, or a class/function building one)",
+    )
+    p.add_argument(
+        "--input", metavar="CxHxW", help="input size, e.g. 3x224x224 or 1x3x224x224 (default: the model's)"
+    )
+    p.add_argument(
+        "--model-arg",
+        action="append",
+        type=_model_arg,
+        metavar="KEY=VALUE",
+        help="builder option, e.g. img_size=32 or width_mult=0.5 (repeatable)",
+    )
+    p.add_argument("--model", help="architecture, for weights files that do not name it")
     p.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
     p.add_argument("--depth", type=int, metavar="N", help="merge rows into modules N levels deep")
     p.add_argument("--all", action="store_true", help="also show elementwise rows")

@@ -14,20 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.analysis.formats import render_rows as _render
-from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_file, show_defaults
+from cnnzoo.cli.main import UsageError, _model_arg, add_threads_flag, check_output_file, show_defaults
 from cnnzoo.words import plural
 
 __all__ = ["add_parsers"]
-
-
-def _model_arg(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--model-arg takes KEY=VALUE, e.g. act=relu, not {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
 
 
 def _milestones(text: str) -> tuple[float, ...]:
