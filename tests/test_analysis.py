@@ -378,3 +378,18 @@ def test_public_api() -> None:
     assert d["total_params"] == 61_706 and d["layers"][0]["output_shape"] == [6, 28, 28]
     assert p.total_flops == 2 * p.total_macs + p.total_ops
     assert "lenet5 at 1x28x28" in str(p)
+
+
+def test_a_concatenation_row_shows_every_inputs_channels():
+    """Issue 17: a cat row showed only its first input's channels. Oracles: GoogLeNet's Table 1
+    (Szegedy et al. 2014: inception 3a = #1x1 64, #3x3 128, #5x5 32, pool proj 32) and DenseNet's
+    growth rate (Huang et al. 2017: DenseNet-121, k = 32, block 1 entered with 64 channels)."""
+    from cnnzoo.analysis.formats import lecture_row
+
+    rows = {r.name: r for r in cnnzoo.profile("googlenet").layers}
+    assert rows["inception3a.cat"].parts == (64, 128, 32, 32)
+    assert lecture_row(rows["inception3a.cat"])["C"] == "64+128+32+32"
+    rows = {r.name: r for r in cnnzoo.profile("densenet121").layers}
+    sixth = rows["features.denseblock1.denselayer6.cat"]
+    assert sixth.parts == (64, 32, 32, 32, 32, 32) and lecture_row(sixth)["C"] == "64+5x32"
+    assert sixth.output_shape[0] == 64 + 5 * 32

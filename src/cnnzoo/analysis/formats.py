@@ -116,6 +116,19 @@ def number(x: float, unit: float = 1.0) -> str:
     return f"{v:.2f}"
 
 
+def _parts_cell(parts: Sequence[int]) -> str:
+    """A concatenation's input channels: 64+128+32+32 (Inception); runs of three or more equal
+    inputs counted, 64+5x32 (a DenseNet block's 6th layer: the block's 64 and 5 layers of growth 32)."""
+    runs: list[list[int]] = []
+    for c in parts:
+        if runs and runs[-1][0] == c:
+            runs[-1][1] += 1
+        else:
+            runs.append([c, 1])
+    # Two equal inputs stay written out (Inception's 32+32 branches); three or more are counted.
+    return "+".join("+".join([str(c)] * n) if n < 3 else f"{n}x{c}" for c, n in runs)
+
+
 def _groups_cell(groups: int | None, c_in: int | None) -> Any:
     """A convolution's groups as the efficient-net lectures name them: "dw" when every input
     channel has its own filter (depthwise), the number when grouped (ResNeXt, ShuffleNet), blank
@@ -140,7 +153,7 @@ def lecture_row(r: Layer) -> dict[str, Any]:
     return {
         "layer": r.name,
         "kind": r.kind,
-        "C": "" if c_in is None else c_in,
+        "C": _parts_cell(r.parts) if r.parts else ("" if c_in is None else c_in),
         "H/W": _axes(sp_in) if sp_in else "",
         "filters": "" if r.filters is None else r.filters,
         "kernel": _axes(r.kernel),

@@ -79,10 +79,11 @@ class Layer:
     effective_stride: int | float | None = None
     elementwise: bool = False
     groups: int | None = None  # of a convolution: 1 dense, its input channels when depthwise
+    parts: tuple[int, ...] | None = None  # a channel concatenation's inputs' channels (Inception, DenseNet)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("input_shape", "output_shape", "kernel", "stride", "padding"):
+        for k in ("input_shape", "output_shape", "kernel", "stride", "padding", "parts"):
             if d[k] is not None:
                 d[k] = list(d[k])
         return d
@@ -445,6 +446,8 @@ class _Tracer(TorchFunctionMode):
         row = Layer(
             name=self._row_name(frame, name), kind=name, input_shape=_per_sample(traced[0]), output_shape=None
         )
+        if name == "cat":
+            row.parts = _channel_parts(args, kwargs)
         previous, self.current, self.pending = self.current, row, row
         try:
             out = func(*args, **kwargs)
@@ -670,6 +673,21 @@ def _fixed_size(name: str) -> bool:
 
     with torch.device("meta"):
         return getattr(create_model(name), "fixed_input_size", None) is not None
+
+
+def _channel_parts(args: tuple, kwargs: dict) -> tuple[int, ...] | None:
+    """The channels of each input of a torch.cat along the channel axis (dim 1 of N, C, H, W), so
+    that a concatenation row shows all its inputs (64+128+32+32), not only the first one's."""
+    tensors = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not isinstance(tensors, list | tuple) or len(tensors) < 2:
+        return None
+    shapes = [tuple(t.shape) for t in tensors if isinstance(t, torch.Tensor)]
+    if len(shapes) != len(tensors) or any(len(s) < 2 for s in shapes):
+        return None
+    if dim not in (1, 1 - len(shapes[0])):  # only the channel axis is a "parts" concatenation
+        return None
+    return tuple(int(s[1]) for s in shapes)
 
 
 def profile(
