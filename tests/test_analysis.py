@@ -393,3 +393,24 @@ def test_a_concatenation_row_shows_every_inputs_channels():
     sixth = rows["features.denseblock1.denselayer6.cat"]
     assert sixth.parts == (64, 32, 32, 32, 32, 32) and lecture_row(sixth)["C"] == "64+5x32"
     assert sixth.output_shape[0] == 64 + 5 * 32
+
+
+def test_a_model_without_submodules_gets_a_row_per_operation():
+    """Issue 17: parameters + functional calls only was one row with no receptive field.
+    Hand count: conv 8x3x3x3 = 216 weights, 8 x 32 x 32 x 27 = 221,184 MACs; conv 8x8x3x3 = 576,
+    stride 2 on 32 -> 16: 8 x 16 x 16 x 72 = 147,456 MACs; fields 3, then 3 + 2 = 5."""
+    import torch.nn.functional as F
+
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(8, 3, 3, 3))
+            self.w2 = nn.Parameter(torch.randn(8, 8, 3, 3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return F.conv2d(F.relu(F.conv2d(x, self.w1, padding=1)), self.w2, stride=2, padding=1)
+
+    p = cnnzoo.profile(Functional(), (3, 32, 32))
+    convs = [r for r in p.layers if r.kind == "conv2d"]
+    assert [(r.params, r.macs, r.receptive_field) for r in convs] == [(216, 221_184, 3), (576, 147_456, 5)]
+    assert p.receptive_field == 5 and p.total_params == 792

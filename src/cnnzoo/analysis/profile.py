@@ -399,7 +399,9 @@ class _Tracer(TorchFunctionMode):
         if self._leaf_row() is not None:
             self.frames.append(_Frame(name, None, passive=True))
             return
-        if module._modules:  # a container: its own calls become functional rows
+        # A container's own calls become functional rows; so do those of a model with no
+        # submodules at all (parameters and F.conv2d calls): one row for it would hide every layer.
+        if module._modules or name == "":
             self.frames.append(_Frame(name, None))
             return
         inputs = _tensors((args, kwargs))
