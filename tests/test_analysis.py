@@ -414,3 +414,19 @@ def test_a_model_without_submodules_gets_a_row_per_operation():
     convs = [r for r in p.layers if r.kind == "conv2d"]
     assert [(r.params, r.macs, r.receptive_field) for r in convs] == [(216, 221_184, 3), (576, 147_456, 5)]
     assert p.receptive_field == 5 and p.total_params == 792
+
+
+def test_fused_attention_on_the_cpu_is_counted_from_its_shapes():
+    """Issue 17: a model run on the CPU calls a fused attention kernel that torch's counter has no
+    formula for, so timm's ViT-Tiny showed 1.075 GMACs instead of 1.254. Oracle: the same model
+    profiled on the meta device, where attention decomposes into two batched matmuls that are
+    counted one by one (and the 1.254 G that timm's own model card gives)."""
+    import timm  # a dev dependency (pyproject's dev extra), installed by `make test`
+
+    with torch.device("meta"):
+        meta = timm.create_model("vit_tiny_patch16_224")
+    on_meta = cnnzoo.profile(meta.eval(), (3, 224, 224))
+    on_cpu = cnnzoo.profile(timm.create_model("vit_tiny_patch16_224").eval(), (3, 224, 224))
+    assert (on_meta.device, on_cpu.device) == ("meta", "cpu")
+    assert on_cpu.total_macs == on_meta.total_macs
+    assert round(on_cpu.total_macs / 1e9, 3) == 1.254

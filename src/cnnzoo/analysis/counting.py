@@ -104,6 +104,20 @@ def _first_tensor(x: Any) -> torch.Tensor | None:
     return None
 
 
+def _attention_macs(args: tuple) -> int:
+    """A fused attention kernel's MACs from its shapes: q (..., L, E), k (..., S, E), v (..., S, Ev)
+    give ... x L x S x E for Q K^T and ... x L x S x Ev for the weights times V (Vaswani et al.
+    2017, eq. 1). The CPU's flash kernel has no entry in torch's counter, which left attention at
+    zero when a model ran on the CPU."""
+    q, k, v = args[0], args[1], args[2]
+    batch = _numel(q.shape[:-2])
+    length, source = int(q.shape[-2]), int(k.shape[-2])
+    return batch * length * source * (int(q.shape[-1]) + int(v.shape[-1]))
+
+
+_FUSED_ATTENTION = re.compile(r"_scaled_dot_product_\w*attention")
+
+
 def _torch_fallback(packet: Any) -> Any:
     from torch.utils.flop_counter import flop_registry
 
@@ -132,6 +146,8 @@ def aten_costs(func: Any, args: tuple, kwargs: dict, out: Any) -> tuple[int, int
         return 0, 3 * out_t.numel()
     if torch.Tag.pointwise in func.tags:
         return 0, out_t.numel()
+    if _FUSED_ATTENTION.search(str(packet)) and len(args) >= 3:
+        return _attention_macs(args), 0
     # Importing torch's counter costs seconds; only its attention/scaled-mm formulas are needed.
     fallback = _torch_fallback(packet) if _MATRIX_KERNEL.search(str(packet)) else None
     if fallback is not None:  # attention and other matrix kernels torch's counter knows
