@@ -430,3 +430,31 @@ def test_fused_attention_on_the_cpu_is_counted_from_its_shapes():
     assert (on_meta.device, on_cpu.device) == ("meta", "cpu")
     assert on_cpu.total_macs == on_meta.total_macs
     assert round(on_cpu.total_macs / 1e9, 3) == 1.254
+
+
+def _measured_field(net: nn.Module, size: int) -> int:
+    """The receptive field of the centre output unit, measured: with all-positive weights nothing
+    cancels, so the input pixels with a non-zero gradient are exactly the ones it sees."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.rand_like(p) + 0.1)
+    x = torch.rand(1, 1, size, size, requires_grad=True)
+    y = net(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    cols = (x.grad[0, 0].abs().sum(0) > 0).nonzero().flatten()
+    return int(cols.max() - cols.min() + 1)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
+def test_receptive_field_through_upsampling_equals_the_measured_one(mode):
+    """Issue 17: bilinear and bicubic resizes were treated like nearest. Here the measured fields
+    are 7, 9 and 13; counting every mode as nearest gave 7 for all three."""
+    kwargs = {} if mode == "nearest" else {"align_corners": False}
+    net = nn.Sequential(
+        nn.Conv2d(1, 1, 3, padding=1),
+        nn.Conv2d(1, 1, 3, stride=2, padding=1),
+        nn.Upsample(scale_factor=2, mode=mode, **kwargs),
+        nn.Conv2d(1, 1, 3, padding=1),
+    )
+    measured = _measured_field(net, 64)
+    assert cnnzoo.profile(net, (1, 64, 64)).receptive_field == measured

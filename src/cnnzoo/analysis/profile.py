@@ -40,6 +40,7 @@ is rebuilt and run on the CPU instead.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -601,8 +602,7 @@ class _Tracer(TorchFunctionMode):
         if op == "getitem":
             return self._slice(args[1], f_in, x)
         if op in _RESAMPLES:
-            scale = [int(a) / int(b) for a, b in zip(x.shape[2:], y.shape[2:], strict=False)]
-            return Field(f_in.rf, tuple(j * s for j, s in zip(f_in.jump, scale, strict=False)), f_in.start)
+            return _resampled(f_in, op, args, kwargs, x, y)
         if y.dim() < 3:  # flatten, view to (N, features): no spatial extent left
             return None
         if n and tuple(y.shape[-n:]) != tuple(x.shape[-n:]):
@@ -675,6 +675,43 @@ def _fixed_size(name: str) -> bool:
 
     with torch.device("meta"):
         return getattr(create_model(name), "fixed_input_size", None) is not None
+
+
+# Input pixels one output pixel reads per axis: nearest copies one, (bi/tri)linear blends two
+# neighbours, bicubic four (PyTorch's interpolate kernels).
+_RESAMPLE_TAPS = {
+    "nearest": 1,
+    "nearest-exact": 1,
+    "area": 1,
+    "linear": 2,
+    "bilinear": 2,
+    "trilinear": 2,
+    "bicubic": 4,
+}
+
+
+def _resampled(f_in: Field, op: str, args: tuple, kwargs: dict, x: torch.Tensor, y: torch.Tensor) -> Field:
+    """The field after F.interpolate / nn.Upsample: every output unit sees the union of the input
+    units its kernel blends, so a bilinear resize widens the field by one input step and a bicubic
+    one by three (nearest only changes the step). A downscale with antialias widens the kernel by
+    the scale, as PyTorch's antialiased filter does."""
+    if op == "upsample_bilinear":
+        mode = "bilinear"
+    elif op == "upsample_nearest":
+        mode = "nearest"
+    else:
+        mode = _arg(args, kwargs, 3, "mode", "nearest")
+    antialias = bool(_arg(args, kwargs, 6, "antialias", False))
+    rf, jump, start = [], [], []
+    for r, j, s0, a, b in zip(f_in.rf, f_in.jump, f_in.start, x.shape[2:], y.shape[2:], strict=False):
+        scale = int(a) / int(b)  # input pixels per output pixel
+        taps = _RESAMPLE_TAPS.get(str(mode), 1)
+        if antialias and scale > 1 and taps > 1:
+            taps = math.ceil(taps * scale)
+        rf.append(r + (taps - 1) * j)
+        jump.append(j * scale)
+        start.append(s0 + (scale - 1) / 2 * j)
+    return Field(tuple(rf), tuple(jump), tuple(start))
 
 
 def _channel_parts(args: tuple, kwargs: dict) -> tuple[int, ...] | None:
