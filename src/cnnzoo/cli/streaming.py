@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cnnzoo.atomic import file_mode
-from cnnzoo.cli.main import UsageError
+from cnnzoo.cli.main import check_output_file
 
 __all__ = ["RowWriter", "check_output", "csv_safe", "open_output"]
 
@@ -95,14 +95,10 @@ class RowWriter:
 
 
 def check_output(path: str | None, *, overwrite: bool) -> None:
-    """Refuse, before any work, an `--out` that exists (without `overwrite`) or is a folder."""
-    if path is None:
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"--out {path!r} is a folder; name a file")
-    if p.exists() and not overwrite:
-        raise UsageError(f"{path!r} already exists; pass --overwrite to replace it")
+    """Refuse, before any work, an `--out` that exists (without `overwrite`), is a folder or cannot
+    be written (`cnnzoo.cli.main.check_output_file`; missing folders are made by `open_output`)."""
+    if path is not None:
+        check_output_file(path, "--out", overwrite=overwrite, make_folders=True)
 
 
 @contextlib.contextmanager
