@@ -235,3 +235,13 @@ def test_two_nodes_of_two_processes_match_one_process(shards, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert config["shard_streams"] == 4
+
+
+def test_shards_decode_and_normalise_as_the_image_folder_does(folder, shards):
+    """Shards are the folder's images in another container: the same decoder, transforms and
+    mean/std, so the test split comes out bit for bit as from the folder itself (in order)."""
+    from_folder = make_loaders(f"imagefolder:{folder}", batch_size=36)
+    from_shards = make_loaders(f"shards:{shards}", batch_size=36)
+    assert from_shards.info.mean == from_folder.info.mean and from_shards.info.std == from_folder.info.std
+    (xf, yf), (xs, ys) = next(iter(from_folder.test)), next(iter(from_shards.test))
+    assert torch.equal(ys, yf) and torch.equal(xs, xf)

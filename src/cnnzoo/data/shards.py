@@ -60,7 +60,6 @@ INDEX = "index.json"
 SPLITS = ("train", "val", "test")
 DEFAULT_SHARD_SAMPLES = 1000
 SHUFFLE_BUFFER = 1000
-STATS_SAMPLE = 2000  # train images decoded for mean/std
 
 
 def _digest(text: str) -> int:
@@ -98,30 +97,6 @@ def _write_shard(path: Path, samples: Sequence[tuple[int, Path, int]]) -> dict[s
     return {"file": path.name, "samples": len(samples), "bytes": path.stat().st_size, "sha256": _sha256(path)}
 
 
-def _image_stats(files: Sequence[Path], mode: str) -> tuple[list[float], list[float], tuple[int, int]]:
-    """Per-channel mean/std in [0, 1] and the median (H, W) over a deterministic sample of files."""
-    import numpy as np
-    from PIL import Image
-
-    chosen = sorted(files, key=lambda f: _digest(f"cnnzoo-stats-v1:{f.name}"))[:STATS_SAMPLE]
-    chans = 1 if mode == "L" else 3
-    total = np.zeros(chans)
-    total_sq = np.zeros(chans)
-    pixels = 0
-    sizes = []
-    for f in chosen:  # every file passed the folder's header scan (bomb limit included)
-        with Image.open(f) as im:
-            a = np.asarray(im.convert(mode), dtype=np.float64).reshape(-1, chans) / 255
-        total += a.sum(0)
-        total_sq += (a * a).sum(0)
-        pixels += a.shape[0]
-        sizes.append((im.height, im.width))
-    mean = total / pixels
-    std = np.sqrt(np.maximum(total_sq / pixels - mean**2, 1e-12))
-    hs, ws = sorted(s[0] for s in sizes), sorted(s[1] for s in sizes)
-    return mean.tolist(), std.tolist(), (hs[len(hs) // 2], ws[len(ws) // 2])
-
-
 def write_shards(
     source: str,
     out: str | os.PathLike,
@@ -138,7 +113,7 @@ def write_shards(
     last: a folder without it holds no finished shards.
     """
     from cnnzoo.data.catalog import IMAGEFOLDER
-    from cnnzoo.data.imagefolder import scan_folder
+    from cnnzoo.data.imagefolder import imagefolder_info, scan_folder
     from cnnzoo.data.loader import split_record, split_validation
 
     if not source.startswith(IMAGEFOLDER):
@@ -163,8 +138,8 @@ def write_shards(
         record = split_record(train_idx, val_idx, val_fraction)
         files["val"] = [files["train"][i] for i in val_idx.tolist()]
         files["train"] = [files["train"][i] for i in train_idx.tolist()]
-    mode = "L" if scan.channels == 1 else "RGB"
-    mean, std, size = _image_stats([f for f, _ in files["train"]], mode)
+    # The folder's own normalisation and size, as training on it directly would use them.
+    info = imagefolder_info(folder)
 
     if overwrite:
         for old in out.glob("*.tar"):
@@ -186,11 +161,11 @@ def write_shards(
         "format": FORMAT,
         "source": f"image folder {folder} ({layout})",
         "classes": list(classes),
-        "in_chans": 1 if mode == "L" else 3,
-        "image_size": list(size),
-        "mean": mean,
-        "std": std,
-        "stats_note": f"computed on up to {STATS_SAMPLE} train images",
+        "in_chans": info.in_chans,
+        "image_size": list(info.image_size),
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "stats_note": info.stats_note,
         "val_split": record,
         "splits": splits,
     }
@@ -293,30 +268,6 @@ class _Shard:
     sha256: str
 
 
-def _decode(data: bytes, chans: int) -> torch.Tensor:
-    """uint8 (C, H, W) from encoded bytes, with Pillow (torchvision 0.29 deprecates its own decoders;
-    Pillow is also what torchvision's ImageFolder reads with)."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        a = np.asarray(im.convert("L" if chans == 1 else "RGB"))
-    return torch.from_numpy(a.reshape(a.shape[0], a.shape[1], chans).copy()).permute(2, 0, 1)
-
-
-def _transform(train: bool, augment: str | None, size: tuple[int, int]) -> Any:
-    from torchvision.transforms import v2
-
-    eval_resize = (round(size[0] / 0.875), round(size[1] / 0.875))
-    if not train or augment is None:
-        steps = [v2.Resize(eval_resize, antialias=True), v2.CenterCrop(size)]
-    elif augment == "flip":
-        steps = [v2.Resize(eval_resize, antialias=True), v2.CenterCrop(size), v2.RandomHorizontalFlip()]
-    else:
-        steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
-    return v2.Compose(steps)
-
-
 class _BatchStream(torch.utils.data.IterableDataset):
     """Yields this process's uint8 batches of one epoch; worker w decodes batches w, w + workers, ..."""
 
@@ -341,8 +292,9 @@ class ShardLoader:
         streams: parallel shard streams of a training run (a multiple of world_size); the global
             batch is batch_size x world_size samples, batch / streams from each stream.
         size: (H, W) of the batches; in_chans: 1 or 3; mean, std: per channel in [0, 1].
-        augment: None, "flip" or "crop-flip" (random resized crop and flip), as the in-memory
-            loader's names; evaluation always resizes by 1/0.875 and takes the centre crop.
+        augment: the image folders' augmentations (`cnnzoo.data.transforms.sample_transform`):
+            None, "flip", "crop-flip", or an ILSVRC one ("rrc-flip", "scale-flip", "alexnet",
+            ...); an evaluation loader given the run's augment takes its evaluation crop.
         workers: DataLoader processes decoding the batches (0: in this process).
     """
 
@@ -366,6 +318,13 @@ class ShardLoader:
         workers: int = 0,
         shuffle_buffer: int = SHUFFLE_BUFFER,
     ) -> None:
+        from cnnzoo.data.loader import AUGMENTS
+        from cnnzoo.data.transforms import STREAM_AUGMENTS
+
+        if augment not in (*AUGMENTS, *STREAM_AUGMENTS):
+            raise DataError(
+                f"augment must be one of {', '.join(map(str, (*AUGMENTS, *STREAM_AUGMENTS)))}, not {augment!r}"
+            )
         streams = world_size if streams is None else streams
         if train and (streams < world_size or streams % world_size):
             raise DataError(f"shard streams ({streams}) must be a multiple of the {world_size} processes")
@@ -386,7 +345,7 @@ class ShardLoader:
         self.channels_last = channels_last
         self.epoch = 0
         self._checked: set[Path] = set()
-        self._tf = _transform(train, augment, self.size)
+        self._crop_padding = 4 if min(self.size) >= 32 else 2  # TensorLoader's
         from cnnzoo.data.loader import pixel_normalisation
 
         self._scale, self._shift = pixel_normalisation(mean, std, in_chans, self.device)
@@ -493,20 +452,33 @@ class ShardLoader:
     def _decode_batch(
         self, batch: Sequence[tuple[bytes, int, str]], epoch: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        from cnnzoo.data.transforms import PLAN_AUGMENTS, decode_bytes, sample_transform
+
         images = []
         for data, _, key in batch:
-            try:
-                image = _decode(data, self.in_chans)
-            except Exception as e:
-                raise DataError(f"sample {key} of the shards is not a readable image ({e})") from e
-            if self.train and self.augment is not None:
-                # The augmentation of a sample depends on (seed, epoch, key) only: resume and any
-                # number of workers give the same batches.
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_digest(f"cnnzoo-aug:{self.seed}:{epoch}:{key}"))
-                    image = self._tf(image)
+            image = decode_bytes(data, channels=self.in_chans, name=f"sample {key} of the shards")
+            if not (self.train and self.augment is not None):
+                images.append(sample_transform(image, size=self.size, augment=self.augment, train=False))
+                continue
+            # The augmentation of a sample depends on (seed, epoch, key) only: resume and any
+            # number of workers give the same batches. The transforms are the image folders' own.
+            g = torch.Generator().manual_seed(_digest(f"cnnzoo-aug:{self.seed}:{epoch}:{key}"))
+            offset, flip, seed = None, False, 0
+            if self.augment in PLAN_AUGMENTS:
+                if self.augment == "crop-flip":
+                    offset = tuple(torch.randint(0, 2 * self._crop_padding + 1, (2,), generator=g).tolist())
+                flip = bool(torch.rand(1, generator=g) < 0.5)
             else:
-                image = self._tf(image)
+                seed = int(torch.randint(0, 2**62, (1,), generator=g))
+            image = sample_transform(
+                image,
+                size=self.size,
+                augment=self.augment,
+                seed=seed,
+                offset=offset,
+                flip=flip,
+                crop_padding=self._crop_padding,
+            )
             images.append(image)
         labels = torch.tensor([label for _, label, _ in batch], dtype=torch.int64)
         return torch.stack(images), labels
@@ -565,6 +537,11 @@ def shard_loaders(
         shards("train"), batch_size=batch_size, train=True, augment=augment, streams=streams, **common
     )
     ev = eval_batch_size or batch_size
-    val = ShardLoader(shards("val"), batch_size=ev, train=False, **common) if shards("val") else None
-    test = ShardLoader(shards("test"), batch_size=ev, train=False, **common)
+    # Evaluation takes the training augmentation's crop (the ILSVRC ones: resize 256, crop 224).
+    val = (
+        ShardLoader(shards("val"), batch_size=ev, train=False, augment=augment, **common)
+        if shards("val")
+        else None
+    )
+    test = ShardLoader(shards("test"), batch_size=ev, train=False, augment=augment, **common)
     return train, val, test, info
