@@ -261,11 +261,11 @@ def _summary_subject(args: argparse.Namespace) -> tuple[Any, tuple[int, ...] | N
     if source.is_dir() or (source.is_file() and source.suffix in _WEIGHT_SUFFIXES):
         if kwargs:
             raise UsageError("--model-arg builds a zoo model; a run's model is built as it was trained")
-        from cnnzoo.train.evaluate import _default_input, load_model
+        from cnnzoo.train.evaluate import default_input_size, load_model
 
         loaded = load_model(source, model=args.model)
         run_size = loaded.run.get("input_size")
-        return loaded.model, size or (tuple(run_size) if run_size else _default_input(loaded.model)), {}
+        return loaded.model, size or (tuple(run_size) if run_size else default_input_size(loaded.model)), {}
     from cnnzoo.registry import is_model
 
     if ":" in args.name and not is_model(args.name):

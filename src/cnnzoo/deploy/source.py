@@ -29,13 +29,9 @@ class Source:
 
 
 def _default_input(name: str, model: nn.Module) -> tuple[int, int, int]:
-    from cnnzoo.registry import model_info
+    from cnnzoo.train.evaluate import default_input_size
 
-    _, h, w = model_info(name).input_size
-    fixed = getattr(model, "fixed_input_size", None)
-    if fixed:
-        h = w = fixed
-    return int(getattr(model, "in_chans", 3)), h, w
+    return default_input_size(model, name)
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

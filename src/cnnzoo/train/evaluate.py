@@ -27,6 +27,7 @@ __all__ = [
     "TTA_PROTOCOLS",
     "LoadedModel",
     "PredictionStream",
+    "default_input_size",
     "evaluate",
     "load_model",
     "predict",
@@ -371,16 +372,17 @@ def prepare_images(
     return torch.stack(batch)
 
 
-def _default_input(model: nn.Module) -> tuple[int, int, int]:
-    """(C, H, W) for a weights file without a run's header: the size the model is built for (a
-    LeNet-5 takes only its img_size), else its registered default input, else 224 x 224."""
+def default_input_size(model: nn.Module, name: str | None = None) -> tuple[int, int, int]:
+    """(C, H, W) a model takes when nothing (no run's header) says otherwise: the size it is built
+    for (a LeNet-5 takes only its img_size), else its registered default input (`name`, or the
+    name the registry gave it), else 224 x 224."""
     from cnnzoo.registry import is_model, model_info
 
     c = int(getattr(model, "in_chans", 3))
     fixed = getattr(model, "fixed_input_size", None)
     if fixed:
         return c, int(fixed), int(fixed)
-    name = getattr(model, "model_name", None)
+    name = name or getattr(model, "model_name", None)
     if name and is_model(name):
         _, h, w = model_info(name).input_size
         return c, int(h), int(w)
@@ -419,7 +421,7 @@ class PredictionStream:
         self.classes = loaded.classes
         self.top_k = max(1, min(top_k, len(self.classes)))
         run = loaded.run
-        c, h, w = run.get("input_size") or _default_input(loaded.model)
+        c, h, w = run.get("input_size") or default_input_size(loaded.model)
         self.channels, self.size = int(c), (int(h), int(w))
         self.mean = torch.tensor(run.get("mean") or [0.5] * c).view(-1, 1, 1)
         self.std = torch.tensor(run.get("std") or [0.5] * c).view(-1, 1, 1)
