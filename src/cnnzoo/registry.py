@@ -237,10 +237,6 @@ def create_model(
     return model
 
 
-def _build_and_count(name: str) -> int:
-    return _facts_of_build(name)["params"]
-
-
 def _facts_of_build(name: str) -> dict[str, Any]:
     import torch
 

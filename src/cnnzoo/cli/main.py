@@ -126,16 +126,9 @@ def _apply_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(threads)
 
 
-def count_params(name: str) -> int:
-    """Parameters of a registered model at its defaults (see `cnnzoo.registry.num_params`)."""
-    from cnnzoo.registry import num_params
-
-    return num_params(name)
-
-
 # -- verbs ------------------------------------------------------------------------------------
 def cmd_list(args: argparse.Namespace) -> int:
-    from cnnzoo.registry import list_models, model_info
+    from cnnzoo.registry import list_models, model_info, num_params
 
     names = list_models(args.pattern, family=args.family)
     if not names:
@@ -146,7 +139,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = []
     for n in names:
         info = model_info(n)
-        params = count_params(n)
+        params = num_params(n)  # from the table written from the models: no model is built
         rows.append(
             {
                 "name": n,
