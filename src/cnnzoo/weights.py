@@ -55,6 +55,19 @@ _CONVERTERS: dict[str, list[Callable[[StateDict], StateDict]]] = {}
 HEADER_BOUNDS = {"num_classes": (1, 1_000_000), "in_chans": (1, 64), "side": (1, 16_384)}
 
 
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string header of a `.safetensors` file (architecture, run info); {} for other formats."""
+    from safetensors import safe_open
+
+    if Path(path).suffix != ".safetensors":
+        return {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({e})") from e
+
+
 def run_metadata(meta: dict[str, str], path: str | os.PathLike) -> dict[str, Any]:
     """The trainer's ``cnnzoo_run`` header of a weights file, parsed and checked.
 

@@ -246,21 +246,15 @@ def create_counter(
 
 def load_counter(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> tuple[CrowdCounter, dict]:
     """(counter in eval mode, its run metadata) from a run directory or a counter `.safetensors` file."""
-    from safetensors import safe_open
-
     from cnnzoo.train.checkpoint import resolve_weights
-    from cnnzoo.weights import CheckpointError, read_state_dict
+    from cnnzoo.weights import CheckpointError, read_metadata, read_state_dict
 
     weights = resolve_weights(path)
     if weights.suffix != ".safetensors":
         raise CheckpointError(
             f"{str(weights)!r} is not a counter checkpoint; pass a run directory of `cnnzoo count train`"
         )
-    try:
-        with safe_open(str(weights), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {str(weights)!r} is not a readable safetensors file ({e})") from e
+    meta = read_metadata(weights)
     if "cnnzoo_counter" not in meta:
         raise CheckpointError(
             f"{str(weights)!r} is not a crowd-counting checkpoint (no cnnzoo_counter metadata); "

@@ -34,18 +34,6 @@ def _default_input(name: str, model: nn.Module) -> tuple[int, int, int]:
     return default_input_size(model, name)
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    from safetensors import safe_open
-
-    from cnnzoo.weights import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({e})") from e
-
-
 def _describe_keys(path: Path) -> str:
     from cnnzoo.weights import read_state_dict
 
@@ -90,10 +78,10 @@ def _load_safetensors(path: Path, model: str | None) -> Source:
     from cnnzoo.registry import is_model
     from cnnzoo.train.checkpoint import resolve_weights
     from cnnzoo.train.evaluate import load_model
-    from cnnzoo.weights import run_metadata
+    from cnnzoo.weights import read_metadata, run_metadata
 
     weights = resolve_weights(path)
-    meta = _safetensors_metadata(weights)
+    meta = read_metadata(weights)
     run = run_metadata(meta, weights)
     named = run.get("model") or meta.get("cnnzoo_model")
     if model is None:

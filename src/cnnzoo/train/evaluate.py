@@ -51,20 +51,6 @@ class LoadedModel:
         return names if len(names) == n else [str(i) for i in range(n)]
 
 
-def _metadata(path: Path) -> dict[str, str]:
-    if path.suffix != ".safetensors":
-        return {}
-    from safetensors import safe_open
-
-    from cnnzoo.weights import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return dict(f.metadata() or {})
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a readable safetensors file ({e})") from e
-
-
 def load_model(
     path: str | os.PathLike,
     *,
@@ -79,12 +65,13 @@ def load_model(
         check_head,
         convert_state_dict,
         fit_state_dict,
+        read_metadata,
         read_state_dict,
         run_metadata,
     )
 
     weights_path = resolve_weights(path)
-    meta = _metadata(weights_path)
+    meta = read_metadata(weights_path)
     run = run_metadata(meta, weights_path)  # checked: types and sane sizes, never trusted blindly
     name = model or run.get("model") or meta.get("cnnzoo_model")
     if not name:
