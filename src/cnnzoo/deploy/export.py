@@ -180,8 +180,13 @@ _WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, bool], None]] = {
 }
 
 
-def onnx_session(path: str | os.PathLike | bytes, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session with every graph optimisation on (fusions, NCHWc layouts)."""
+def onnx_session(
+    path: str | os.PathLike | bytes, *, threads: int | None = None, mem_pattern: bool = True
+) -> Any:
+    """An onnxruntime CPU session with every graph optimisation on (fusions, NCHWc layouts).
+
+    `mem_pattern=False` drops ONNX Runtime's per-shape memory plan, for callers that count memory.
+    """
     require_onnx()
     import onnxruntime as ort
 
@@ -191,6 +196,7 @@ def onnx_session(path: str | os.PathLike | bytes, *, threads: int | None = None)
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    opts.enable_mem_pattern = mem_pattern
     return ort.InferenceSession(
         path if isinstance(path, bytes) else os.fspath(path), opts, providers=["CPUExecutionProvider"]
     )
