@@ -3,7 +3,9 @@ and <0.5MB model size, arXiv:1602.07360).
 
 A 7x7/2 convolution, eight Fire modules (`cnnzoo.layers.Fire`) with max-pools between them, and
 no fully connected layer at all: a 1x1 convolution gives one map per class, which global average
-pooling turns into the logits (Network in Network's head). The paper's Table 1 for a 224 input:
+pooling turns into the logits (Network in Network's head). The paper's Table 1, whose sizes are
+those of the reference Caffe model's 227x227 crops (at torchvision's 224 px conv1 gives 109x109
+and the pools 54, 27, 13):
 
     conv1   96@7x7/2        -> 111x111x96
     maxpool 3x3/2           -> 55x55x96
