@@ -5,7 +5,7 @@ by grid reductions, global average pooling, dropout and one linear layer. For a 
 
     Inception v3 (torchvision's layout, Table 1 of the v3 paper)
     stem  3x3/2 32, 3x3 32, 3x3 64, max 3x3/2, 1x1 80, 3x3 192, max 3x3/2  -> 35x35x192
-    Mixed_5b-5d   Fig. 5 (5x5 as 5x5 here, 3x3 pairs beside it)        -> 35x35x288
+    Mixed_5b-5d   Fig. 5, with a 5x5 branch beside the two stacked 3x3s -> 35x35x288
     Mixed_6a      grid reduction (Fig. 10)                             -> 17x17x768
     Mixed_6b-6e   Fig. 6: 7x7 factorised into 1x7 and 7x1, n = 128..192 -> 17x17x768
                   (auxiliary classifier on Mixed_6e, training only)
