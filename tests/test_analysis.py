@@ -49,7 +49,10 @@ def test_total_macs_equal_flop_counter(name: str) -> None:
     assert p.total_macs == flop_counter_macs(model, info.input_size)
     # Every parameter is counted once; the only ones an eval forward skips are auxiliary heads.
     aux = sum(
-        p_.numel() for n, m in model.named_children() if "aux" in n for p_ in m.parameters(recurse=True)
+        p_.numel()
+        for n, m in model.named_children()
+        if "aux" in n.lower()
+        for p_ in m.parameters(recurse=True)
     )
     assert p.num_parameters == sum(q.numel() for q in model.parameters())
     assert p.total_params == p.num_parameters - aux

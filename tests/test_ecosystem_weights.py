@@ -32,6 +32,9 @@ SHARED = {
     "mobilenet_v2": "mobilenetv2_100",
     **{f"efficientnet_b{i}": f"efficientnet_b{i}" for i in range(8)},
     **{f"vgg{d}{bn}": f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")},
+    "inception_v3": "inception_v3",
+    "inception_v4": "inception_v4",  # renamed by its key map; outputs: tests/test_inception.py
+    "xception": "legacy_xception",  # outputs: tests/test_xception.py
 }
 # Compared output to output (each file format at least once); the rest, which only repeat these
 # blocks at other depths and widths, are checked by a strict fit of every tensor's name and shape,
@@ -52,7 +55,8 @@ FORWARD = [
 ]
 # Build options a timm file needs: timm trains B5-B7 with torch's BatchNorm eps, cnnzoo keeps
 # torchvision's TF-ported 1e-3 for them (tested below: refused without the option).
-NEEDS = {f"efficientnet_b{i}": {"bn_eps": 1e-5} for i in (5, 6, 7)}
+# timm builds Inception v3 without the auxiliary head torchvision's files carry.
+NEEDS = {**{f"efficientnet_b{i}": {"bn_eps": 1e-5} for i in (5, 6, 7)}, "inception_v3": {"aux_logits": False}}
 
 
 def _timm_model(name: str, **kwargs) -> torch.nn.Module:

@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.layers import InceptionModule
+from cnnzoo.layers.inception import tf_input_transform
 from cnnzoo.models.googlenet import GoogLeNetOutputs
 
 
@@ -302,8 +303,8 @@ def test_transform_input_equals_torchvision() -> None:
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     x = (img - mean) / std
     # The re-mapping itself: an ImageNet-normalised image becomes (img - 0.5) / 0.5.
-    assert torch.equal(ours._transform_input(x), ref._transform_input(x))
-    torch.testing.assert_close(ours._transform_input(x), (img - 0.5) / 0.5)
+    assert torch.equal(tf_input_transform(x), ref._transform_input(x))
+    torch.testing.assert_close(tf_input_transform(x), (img - 0.5) / 0.5)
     with torch.no_grad():
         assert torch.equal(ours(x), ref(x))
         assert not torch.equal(ours(x), cnnzoo.create_model("googlenet").eval()(x))

@@ -41,6 +41,8 @@ PUBLISHED = {
     # The file carries the auxiliary heads; torchvision's loader builds with transform_input=True.
     "googlenet": ({"aux_logits": True, "init_weights": True}, None),
     "densenet121": ({}, old_densenet_keys),
+    # Likewise: the auxiliary head is in the file, and transform_input=True on loading.
+    "inception_v3": ({"aux_logits": True, "init_weights": False}, None),
 }
 
 
@@ -73,7 +75,8 @@ def test_pretrained_true_computes_what_torchvision_computes_with_its_weights(nam
     reference = torchvision.models.get_model(tv_name, weights=weights).eval()  # reads the same file
 
     ours = cnnzoo.create_model(name, pretrained=True).eval()
-    x = torch.randn(2, 3, 64, 64)
+    size = max(64, cnnzoo.model_info(name).min_input_size)  # Inception v3 needs 75 px
+    x = torch.randn(2, 3, size, size)
     with torch.no_grad():
         want, got = reference(x), ours(x)
     assert ((want - got).abs().max() / want.abs().max()).item() <= 1e-5

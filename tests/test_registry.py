@@ -202,17 +202,24 @@ def test_model_info_fields(name):
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_default_model_matches_its_model_info(name):
     # create_model(name) with no options must build the architecture model_info describes: its
-    # first convolution reads input_size[0] channels and its last linear layer gives num_classes.
+    # first convolution reads input_size[0] channels and its classifier gives num_classes.
     # Built on the meta device, so the large nets cost no memory; no forward, so no time.
     info = model_info(name)
     with torch.device("meta"):
         model = create_model(name)
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
     assert first_conv.in_channels == info.input_size[0], (
         f"create_model({name!r}) reads {first_conv.in_channels} channels, model_info says {info.input_size}"
     )
-    assert last_linear.out_features == info.num_classes
+    # The classifier: the last Linear, or the 1x1 conv before the global pooling of Network in
+    # Network and SqueezeNet, which have no Linear at all.
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        assert linears[-1].out_features == info.num_classes
+    else:
+        head = model.get_classifier()
+        assert isinstance(head, nn.Conv2d) and head.kernel_size == (1, 1), f"{name} has no classifier"
+        assert head.out_channels == info.num_classes
 
 
 # -- builders -----------------------------------------------------------------------------------------

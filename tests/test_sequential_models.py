@@ -219,3 +219,38 @@ def test_min_input_size_is_exact(name: str) -> None:
         model(torch.randn(1, 3, m - 1, m - 1))
     with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, H, W\)"):
         model(torch.randn(1, 1, m, m))
+
+
+# -- AlexNet's two-GPU layout (Krizhevsky et al. 2012, Fig. 2) ---------------------------------
+
+
+def test_alexnet_2gpu_parameter_count_by_formula() -> None:
+    # The lecture's F*F*D*K + K per layer, where a grouped layer's filters see D / 2 channels:
+    # conv2, conv4 and conv5 read only their own GPU's half of the maps below.
+    layers = [(11, 3, 96), (5, 96 // 2, 256), (3, 256, 384), (3, 384 // 2, 384), (3, 384 // 2, 256)]
+    layers += [(1, 6 * 6 * 256, 4096), (1, 4096, 4096), (1, 4096, 1000)]
+    per_layer = [f * f * d * k + k for f, d, k in layers]
+    model = meta_model("alexnet_2gpu")
+    weighted = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert [num_params(m) for m in weighted] == per_layer
+    assert num_params(model) == sum(per_layer) == 60_965_224  # the paper's "60 million parameters"
+    # The lecture's table minus what the split removes: half of conv2's, conv4's and conv5's weights.
+    halves = (614_656 - 256) // 2 + (1_327_488 - 384) // 2 + (884_992 - 256) // 2
+    assert ALEXNET_PAPER_PARAMS - halves == 60_965_224
+
+
+def test_alexnet_2gpu_grouped_conv_is_two_gpus() -> None:
+    # Each GPU's 128 conv2 filters read only the 48 maps of its own conv1 half.
+    torch.manual_seed(0)
+    model = cnnzoo.create_model("alexnet_2gpu").eval()
+    conv2 = model.features[4]
+    x = torch.randn(1, 96, 27, 27)
+    with torch.no_grad():
+        gpu = [
+            nn.functional.conv2d(x[:, 48 * g : 48 * (g + 1)], conv2.weight[128 * g : 128 * (g + 1)],
+                                 conv2.bias[128 * g : 128 * (g + 1)], padding=2)
+            for g in range(2)
+        ]  # fmt: skip
+        torch.testing.assert_close(conv2(x), torch.cat(gpu, 1))
+        shapes = output_shapes(model, torch.randn(1, 3, 227, 227), (nn.Conv2d,))
+    assert shapes == [(96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13), (256, 13, 13)]

@@ -15,6 +15,15 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "features.12", "num_chs": 256, "reduction": 32},
         ],
     },
+    "alexnet_2gpu": {
+        "params": 60965224,
+        "num_features": 4096,
+        "feature_info": [
+            {"module": "features.3", "num_chs": 96, "reduction": 8},
+            {"module": "features.7", "num_chs": 256, "reduction": 16},
+            {"module": "features.14", "num_chs": 256, "reduction": 32},
+        ],
+    },
     "alexnet_paper": {
         "params": 62378344,
         "num_features": 4096,
@@ -231,6 +240,28 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "inception5b", "num_chs": 1024, "reduction": 32},
         ],
     },
+    "inception_v3": {
+        "params": 27161264,
+        "num_features": 2048,
+        "feature_info": [
+            {"module": "Conv2d_2b_3x3", "num_chs": 64, "reduction": 2},
+            {"module": "Conv2d_4a_3x3", "num_chs": 192, "reduction": 4},
+            {"module": "Mixed_5d", "num_chs": 288, "reduction": 8},
+            {"module": "Mixed_6e", "num_chs": 768, "reduction": 16},
+            {"module": "Mixed_7c", "num_chs": 2048, "reduction": 32},
+        ],
+    },
+    "inception_v4": {
+        "params": 42679816,
+        "num_features": 1536,
+        "feature_info": [
+            {"module": "Conv2d_2b_3x3", "num_chs": 64, "reduction": 2},
+            {"module": "Mixed_4a", "num_chs": 192, "reduction": 4},
+            {"module": "Mixed_5e", "num_chs": 384, "reduction": 8},
+            {"module": "Mixed_6h", "num_chs": 1024, "reduction": 16},
+            {"module": "Mixed_7d", "num_chs": 1536, "reduction": 32},
+        ],
+    },
     "lenet5": {
         "params": 61706,
         "num_features": 84,
@@ -320,6 +351,25 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "stages.0", "num_chs": 24, "reduction": 1},
             {"module": "stages.1", "num_chs": 48, "reduction": 2},
             {"module": "stages.2", "num_chs": 64, "reduction": 4},
+        ],
+    },
+    "nin": {
+        "params": 7595176,
+        "num_features": 1024,
+        "feature_info": [
+            {"module": "features.0", "num_chs": 96, "reduction": 4},
+            {"module": "features.2", "num_chs": 256, "reduction": 8},
+            {"module": "features.4", "num_chs": 384, "reduction": 16},
+            {"module": "features.7", "num_chs": 1024, "reduction": 32},
+        ],
+    },
+    "nin_cifar": {
+        "params": 966986,
+        "num_features": 192,
+        "feature_info": [
+            {"module": "features.0", "num_chs": 96, "reduction": 1},
+            {"module": "features.3", "num_chs": 192, "reduction": 2},
+            {"module": "features.6", "num_chs": 192, "reduction": 4},
         ],
     },
     "plain20": {
@@ -774,6 +824,26 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "conv5", "num_chs": 2048, "reduction": 32},
         ],
     },
+    "squeezenet1_0": {
+        "params": 1248424,
+        "num_features": 512,
+        "feature_info": [
+            {"module": "features.1", "num_chs": 96, "reduction": 2},
+            {"module": "features.5", "num_chs": 256, "reduction": 4},
+            {"module": "features.10", "num_chs": 512, "reduction": 8},
+            {"module": "features.12", "num_chs": 512, "reduction": 16},
+        ],
+    },
+    "squeezenet1_1": {
+        "params": 1235496,
+        "num_features": 512,
+        "feature_info": [
+            {"module": "features.1", "num_chs": 64, "reduction": 2},
+            {"module": "features.4", "num_chs": 128, "reduction": 4},
+            {"module": "features.7", "num_chs": 256, "reduction": 8},
+            {"module": "features.12", "num_chs": 512, "reduction": 16},
+        ],
+    },
     "vgg11": {
         "params": 132863336,
         "num_features": 4096,
@@ -912,6 +982,17 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "layer1", "num_chs": 64, "reduction": 1},
             {"module": "layer2", "num_chs": 128, "reduction": 2},
             {"module": "layer3", "num_chs": 256, "reduction": 4},
+        ],
+    },
+    "xception": {
+        "params": 22855952,
+        "num_features": 2048,
+        "feature_info": [
+            {"module": "act2", "num_chs": 64, "reduction": 2},
+            {"module": "block1", "num_chs": 128, "reduction": 4},
+            {"module": "block2", "num_chs": 256, "reduction": 8},
+            {"module": "block11", "num_chs": 728, "reduction": 16},
+            {"module": "act4", "num_chs": 2048, "reduction": 32},
         ],
     },
     "zfnet": {

@@ -26,9 +26,12 @@ __all__ = [
 
 # Options torchvision's builders switch on when they load their ImageNet weights, so that
 # `create_model(name, pretrained=True)` computes what `torchvision.models.<name>(weights=...)`
-# computes. GoogLeNet's weights were ported from TensorFlow and expect inputs in [-1, 1];
-# `transform_input` maps ImageNet-normalised input there.
-IMAGENET_BUILD_KWARGS: dict[str, dict[str, Any]] = {"googlenet": {"transform_input": True}}
+# computes. GoogLeNet's and Inception v3's weights were ported from TensorFlow and expect inputs
+# in [-1, 1]; `transform_input` maps ImageNet-normalised input there.
+IMAGENET_BUILD_KWARGS: dict[str, dict[str, Any]] = {
+    "googlenet": {"transform_input": True},
+    "inception_v3": {"transform_input": True},
+}
 
 
 class PretrainedUnavailable(FileNotFoundError):

@@ -31,6 +31,7 @@ __all__ = [
     "check_model",
     "check_source",
     "timm_efficientnet_to_cnnzoo",
+    "timm_inception_v4_to_cnnzoo",
     "timm_mobilenetv2_to_cnnzoo",
     "timm_vgg_to_cnnzoo",
 ]
@@ -178,6 +179,54 @@ def timm_vgg_to_cnnzoo(state: StateDict) -> StateDict:
             if v.dim() == 4:
                 v = v.reshape(v.shape[0], -1)
         out[k] = v
+    return out
+
+
+# timm's `inception_v4` keeps its blocks in one Sequential; cnnzoo names them by their
+# TensorFlow-slim scopes, in the same order.
+_INCEPTION_V4_BLOCKS = (
+    ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "Mixed_3a", "Mixed_4a", "Mixed_5a"]
+    + [f"Mixed_5{c}" for c in "bcde"]
+    + ["Mixed_6a"]
+    + [f"Mixed_6{c}" for c in "bcdefgh"]
+    + ["Mixed_7a"]
+    + [f"Mixed_7{c}" for c in "bcd"]
+)
+_V4_KEY = re.compile(r"features\.(\d+)\.(.+)")
+_V4_CHAIN = re.compile(r"(branch\d)\.(\d+)\.(.+)")  # a branch's i-th unit inside a Sequential
+_V4_FLAT = re.compile(r"(branch\d)_(\d)([ab]?)\.(.+)")  # Inception-C's units, numbered from 0
+
+
+@register_key_converter("inception")
+def timm_inception_v4_to_cnnzoo(state: StateDict) -> StateDict:
+    """timm's `inception_v4` (Szegedy et al. 2016, arXiv:1602.07261): blocks and units renamed.
+
+    timm numbers the blocks (`features.7`) and a branch's units from 0 (`branch1.0`, or
+    `branch1_0`, `branch1_1a` in Inception-C); cnnzoo names the blocks by their slim scopes and
+    the units as torchvision's Inception v3 does, from 1 (`branch1_1`, `branch1_2a`), a lone conv
+    by its branch's name. Two-branch stem blocks call their conv `conv`: it is the branch beside
+    the max-pool (branch1 in Mixed_3a, branch0 in Mixed_5a). `last_linear` is `fc`.
+    """
+    if "features.21.branch3.1.conv.weight" not in state:
+        return state
+    out: StateDict = {}
+    for k, v in state.items():
+        m = _V4_KEY.fullmatch(k)
+        if m is None:
+            out["fc." + k.removeprefix("last_linear.") if k.startswith("last_linear.") else k] = v
+            continue
+        block, rest = _INCEPTION_V4_BLOCKS[int(m.group(1))], m.group(2)
+        if block in ("Mixed_3a", "Mixed_5a") and rest.startswith("conv."):  # their strided conv
+            rest = ("branch1." if block == "Mixed_3a" else "branch0.") + rest[len("conv.") :]
+        elif chain := _V4_CHAIN.fullmatch(rest):
+            branch, i, leaf = chain.groups()
+            # A pooling branch's conv (`branch3.1`, after the pool) is the branch's only unit.
+            lone = branch == "branch3" and block.startswith("Mixed_") and not block.endswith("a")
+            rest = f"{branch}.{leaf}" if lone else f"{branch}_{int(i) + 1}.{leaf}"
+        elif flat := _V4_FLAT.fullmatch(rest):
+            branch, i, fork, leaf = flat.groups()
+            rest = f"{branch}_{int(i) + 1}{fork}.{leaf}"
+        out[f"{block}.{rest}"] = v
     return out
 
 

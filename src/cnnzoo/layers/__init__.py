@@ -3,11 +3,13 @@
 from cnnzoo.layers.activations import ACTIVATIONS, Maxout, get_act, resolve_act
 from cnnzoo.layers.conv_bn_act import ConvBnAct, conv1x1, conv3x3
 from cnnzoo.layers.dense import DenseBlock, DenseLayer, Transition
-from cnnzoo.layers.depthwise import DepthwiseSeparable, InvertedResidual, make_divisible
+from cnnzoo.layers.depthwise import DepthwiseSeparable, InvertedResidual, SeparableConv2d, make_divisible
 from cnnzoo.layers.drop_path import DropPath, drop_path, drop_path_rates
-from cnnzoo.layers.inception import BasicConv2d, InceptionModule
+from cnnzoo.layers.fire import Fire
+from cnnzoo.layers.inception import BasicConv2d, Branch, Conv, InceptionModule, MixedBlock, Pool
 from cnnzoo.layers.lrn import LocalResponseNorm, alexnet_lrn
 from cnnzoo.layers.mbconv import MBConv
+from cnnzoo.layers.mlpconv import MLPConv
 from cnnzoo.layers.residual import (
     BasicBlock,
     Bottleneck,
@@ -25,21 +27,28 @@ __all__ = [
     "BasicBlock",
     "BasicConv2d",
     "Bottleneck",
+    "Branch",
     "ChannelShuffle",
+    "Conv",
     "ConvBnAct",
     "DenseBlock",
     "DenseLayer",
     "DepthwiseSeparable",
     "DropPath",
+    "Fire",
     "InceptionModule",
     "InvertedResidual",
     "LocalResponseNorm",
     "MBConv",
+    "MLPConv",
     "Maxout",
+    "MixedBlock",
     "PadShortcut",
     "PlainBlock",
+    "Pool",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "SeparableConv2d",
     "ShuffleUnitV1",
     "ShuffleUnitV2",
     "SqueezeExcite",

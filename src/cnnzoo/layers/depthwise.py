@@ -19,7 +19,7 @@ from torch import nn
 from cnnzoo.layers.conv_bn_act import ConvBnAct
 from cnnzoo.layers.drop_path import DropPath
 
-__all__ = ["DepthwiseSeparable", "InvertedResidual", "make_divisible"]
+__all__ = ["DepthwiseSeparable", "InvertedResidual", "SeparableConv2d", "make_divisible"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -98,3 +98,24 @@ class InvertedResidual(nn.Module):
         if self.use_res_connect:
             return x + self.drop_path(self.conv(x))
         return self.conv(x)
+
+
+class SeparableConv2d(nn.Module):
+    """Xception's separable convolution (Chollet 2016, arXiv:1610.02357): depthwise k x k, then 1x1.
+
+    Unlike MobileNet's block there is no BatchNorm or activation between the two: Chollet found
+    the intermediate nonlinearity hurts (Sec. 4.7, Fig. 10). Both convolutions are bias-free, as
+    a BatchNorm follows the pair. Names (`conv1` depthwise, `pointwise`) follow timm's
+    `legacy_xception`.
+    """
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, padding: int = 1
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, in_ch, kernel_size, stride, padding, groups=in_ch, bias=False)
+        self.pointwise = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.in_channels, self.out_channels = in_ch, out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.conv1(x))

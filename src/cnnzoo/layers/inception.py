@@ -13,16 +13,26 @@ compare two versions on a 28x28x256 input with 128 1x1, 192 3x3 and 96 5x5 filte
   the lecture's example) shrink the input of the 3x3 and 5x5 and project the pooled features,
   giving 480 channels for 271M multiply-adds (the slide's six terms; see tests/test_googlenet.py
   for why the slide prints 358M).
+
+Inception v3 and v4 (Szegedy et al. 2015, arXiv:1512.00567; 2016, arXiv:1602.07261) keep the idea
+but vary the branches from block to block: factorised 5x5 (two 3x3), n x 1 and 1 x n pairs,
+forks into 1x3 and 3x1 at the end of a branch, and grid reductions whose stride-2 branches run
+beside a pooling. `MixedBlock` builds any such block from data: a tuple of `Branch`es, each a
+chain of `Conv` and `Pool` steps with an optional `fork`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from cnnzoo.layers.activations import get_act
 
-__all__ = ["BasicConv2d", "InceptionModule"]
+__all__ = ["BasicConv2d", "Branch", "Conv", "InceptionModule", "MixedBlock", "Pool", "tf_input_transform"]
+
+Size = int | tuple[int, int]
 
 
 class BasicConv2d(nn.Module):
@@ -38,15 +48,15 @@ class BasicConv2d(nn.Module):
         self,
         in_ch: int,
         out_ch: int,
-        kernel_size: int,
+        kernel_size: Size,
         stride: int = 1,
-        padding: int = 0,
+        padding: Size = 0,
         *,
         bn: bool = True,
         act: str = "relu",
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=not bn)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride, padding, bias=not bn)  # type: ignore[arg-type]
         self.bn = nn.BatchNorm2d(out_ch, eps=1e-3) if bn else nn.Identity()
         self.act = get_act(act, out_ch)
         self.in_channels, self.out_channels = in_ch, out_ch
@@ -132,3 +142,139 @@ class InceptionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+def tf_input_transform(x: torch.Tensor) -> torch.Tensor:
+    """Map ImageNet-normalised RGB input to [-1, 1], what TensorFlow-trained Inceptions expect.
+
+    x = (img - mean) / std, so (img - 0.5) / 0.5 = x * std / 0.5 + (mean - 0.5) / 0.5. Written
+    channel by channel as torchvision's GoogLeNet and Inception3 do, so the result is bit-identical.
+    """
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    chans = [x[:, c : c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)]
+    return torch.cat(chans, 1)
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One conv-BN-act unit of a branch; kernel and padding may be (h, w) for 1 x n and n x 1."""
+
+    out: int
+    kernel: Size
+    stride: int = 1
+    padding: Size = 0
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A pooling step: "max" or "avg"."""
+
+    kind: str
+    kernel: int = 3
+    stride: int = 1
+    padding: int = 0
+    # torchvision's Inception v3 averages over the zero padding (F.avg_pool2d's default); the
+    # TensorFlow-slim Inception v4 that timm ports does not.
+    count_include_pad: bool = True
+
+    def module(self) -> nn.Module:
+        if self.kind == "max":
+            return nn.MaxPool2d(self.kernel, self.stride, self.padding)
+        if self.kind == "avg":
+            return nn.AvgPool2d(
+                self.kernel, self.stride, self.padding, count_include_pad=self.count_include_pad
+            )
+        raise ValueError(f"a pooling step is 'max' or 'avg', got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One branch of a mixed block: a chain of steps, then optionally a fork.
+
+    The fork's convolutions all read the chain's output and their outputs are concatenated
+    (Inception v3's "expanded filter bank" of Fig. 7, a 1x3 beside a 3x1).
+    """
+
+    name: str
+    steps: tuple[Conv | Pool, ...]
+    fork: tuple[Conv, ...] = ()
+
+    def out_channels(self, in_ch: int) -> int:
+        if self.fork:
+            return sum(c.out for c in self.fork)
+        convs = [s for s in self.steps if isinstance(s, Conv)]
+        return convs[-1].out if convs else in_ch  # a pooling branch keeps the channels
+
+    @property
+    def stride(self) -> int:
+        out = 1
+        for s in self.steps:
+            out *= s.stride
+        return out
+
+
+def _unit_names(branch: Branch) -> list[str]:
+    # torchvision's Inception v3 names: a lone convolution is the branch's name, a chain numbers
+    # its convolutions from 1 (`branch3x3dbl_1`, `_2`, ...) and a fork letters the next number
+    # (`branch3x3_2a`, `branch3x3_2b`).
+    chain = sum(isinstance(s, Conv) for s in branch.steps)
+    if chain + len(branch.fork) == 1:
+        return [branch.name]
+    names = [f"{branch.name}_{i + 1}" for i in range(chain)]
+    return names + [f"{branch.name}_{chain + 1}{'abcdefgh'[i]}" for i in range(len(branch.fork))]
+
+
+class MixedBlock(nn.Module):
+    """Parallel branches over one input, concatenated along the channels in the spec's order.
+
+    Every convolution is a `BasicConv2d` (bias-free conv, BatchNorm with eps 1e-3, activation)
+    named after torchvision's Inception v3 (see `_unit_names`); the pooling steps hold no
+    tensors, so a checkpoint's keys are the convolutions' only.
+
+    Args:
+        in_ch: input channels.
+        branches: the spec, a tuple of `Branch`es.
+        act: activation by name after every convolution.
+    """
+
+    def __init__(self, in_ch: int, branches: tuple[Branch, ...], *, act: str = "relu") -> None:
+        super().__init__()
+        strides = {b.stride for b in branches}
+        if len(strides) != 1:
+            raise ValueError(f"the branches of a mixed block must share one stride, got {sorted(strides)}")
+        self.stride = strides.pop()
+        self._plan: list[tuple[list[str], list[str]]] = []  # per branch: chain and fork module names
+        for branch in branches:
+            names = iter(_unit_names(branch))
+            chain: list[str] = []
+            c = in_ch
+            for step in branch.steps:
+                if isinstance(step, Conv):
+                    name = next(names)
+                    self.add_module(
+                        name, BasicConv2d(c, step.out, step.kernel, step.stride, step.padding, act=act)
+                    )
+                    c = step.out
+                else:
+                    name = f"{branch.name}_{step.kind}pool"
+                    self.add_module(name, step.module())
+                chain.append(name)
+            fork: list[str] = []
+            for step in branch.fork:
+                name = next(names)
+                self.add_module(
+                    name, BasicConv2d(c, step.out, step.kernel, step.stride, step.padding, act=act)
+                )
+                fork.append(name)
+            self._plan.append((chain, fork))
+        self.in_channels = in_ch
+        self.out_channels = sum(b.out_channels(in_ch) for b in branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for chain, fork in self._plan:
+            y = x
+            for name in chain:
+                y = self._modules[name](y)  # type: ignore[misc]
+            outs += [self._modules[name](y) for name in fork] if fork else [y]  # type: ignore[misc]
+        return torch.cat(outs, 1)

@@ -6,12 +6,16 @@ from cnnzoo.models import (  # noqa: F401
     densenet,
     efficientnet,
     googlenet,
+    inception,
     lenet,
     mobilenet,
     nas,
+    nin,
     resnet,
     shufflenet,
+    squeezenet,
     vgg,
+    xception,
 )
 from cnnzoo.models.base import ZooModel
 

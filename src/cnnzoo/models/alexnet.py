@@ -13,13 +13,20 @@ structural table ("AlexNet Network - Structural Details", after Krizhevsky et al
     pool5  3x3/2               -> 6x6x256
     fc6 4096, fc7 4096, fc8 1000 (dropout 0.5 on fc6, fc7)    62,378,344 in all
 
-Three variants share that skeleton and differ only in data (`ALEXNET_SPECS`):
+Four variants share that skeleton and differ only in data (`ALEXNET_SPECS`):
 
 - `alexnet`: torchvision's one-GPU version (64/192/384/256/256 filters, conv1 pad 2, no LRN), with
   its module names, so torchvision checkpoints load as they are.
 - `alexnet_paper`: the table above. Its 227 px input is what makes conv1 give 55 (the paper's
   text says 224). Like the lecture it ignores the paper's two-GPU split: conv2, conv4 and conv5
   see all channels of the layer below (the grouped version has 60,965,224 parameters).
+- `alexnet_2gpu`: the paper's own layout (its Fig. 2), the table's filters split over two GPUs
+  that exchange activations only at conv3 and the fully connected layers. conv2, conv4 and conv5
+  read only the half of the maps on their own GPU: grouped convolutions with groups=2, which
+  halves their weights: 307,456 + 663,936 + 442,624 parameters instead of 614,656 + 1,327,488 +
+  884,992, i.e. 60,965,224 in all (the paper's "60 million"). conv1's two halves both read the
+  whole image, which is an ordinary 96-filter conv. LRN normalises over all 96 (256) maps as the
+  reference Caffe model does; on the paper's GPUs each half was normalised on its own.
 - `zfnet`: Zeiler & Fergus 2013, "AlexNet but conv1 7x7 stride 2 and conv3/4/5 with 512, 1024,
   512 filters" (the course's lecture); conv2 gets stride 2 as in ZF's Figure 3, whose sizes for a
   224 input are 110 -> 55 -> 26 -> 13 -> 13 -> 13 -> 6.
@@ -48,6 +55,7 @@ class ConvSpec:
     padding: int = 0
     pool: bool = False  # a 3x3/2 max-pool after the activation
     lrn: bool = False  # local response normalisation after that pool (the lecture's NORM1/2)
+    groups: int = 1  # 2 where the paper's two GPUs each see only their own half of the maps
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ class AlexNet(ZooModel):
         self.feature_info = []
         in_ch, reduction = in_chans, 1
         for c in spec.convs:
-            layers += [nn.Conv2d(in_ch, c.width, c.kernel, c.stride, c.padding), get_act(act, c.width)]
+            conv = nn.Conv2d(in_ch, c.width, c.kernel, c.stride, c.padding, groups=c.groups)
+            layers += [conv, get_act(act, c.width)]
             reduction *= c.stride
             in_ch = c.width
             if c.pool:
@@ -156,6 +165,16 @@ ALEXNET_SPECS: dict[str, AlexNetSpec] = {
         ),
         min_input_size=67,
     ),
+    "alexnet_2gpu": AlexNetSpec(
+        (
+            ConvSpec(96, 11, 4, 0, pool=True, lrn=True),
+            ConvSpec(256, 5, 1, 2, pool=True, lrn=True, groups=2),
+            ConvSpec(384, 3, 1, 1),
+            ConvSpec(384, 3, 1, 1, groups=2),
+            ConvSpec(256, 3, 1, 1, pool=True, groups=2),
+        ),
+        min_input_size=67,
+    ),
     "zfnet": AlexNetSpec(
         (
             # Padding 1 gives ZF's 110 from 224; conv2 has no padding (55 -> 26).
@@ -196,6 +215,18 @@ def alexnet(*, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> Ale
 def alexnet_paper(*, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> AlexNet:
     """AlexNet as in the lecture's table (Krizhevsky et al. 2012): 227 px, LRN, 62,378,344 parameters."""
     return AlexNet(ALEXNET_SPECS["alexnet_paper"], num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register(
+    family="alexnet",
+    paper=_KRIZHEVSKY,
+    year=2012,
+    input_size=(3, 227, 227),
+    min_input_size=ALEXNET_SPECS["alexnet_2gpu"].min_input_size,
+)
+def alexnet_2gpu(*, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> AlexNet:
+    """AlexNet in the paper's two-GPU layout (Krizhevsky et al. 2012): conv2/4/5 grouped (groups=2), LRN, 60,965,224 parameters."""
+    return AlexNet(ALEXNET_SPECS["alexnet_2gpu"], num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 @register(family="zfnet", paper=_ZF, year=2013, min_input_size=ALEXNET_SPECS["zfnet"].min_input_size)

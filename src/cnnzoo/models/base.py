@@ -46,6 +46,9 @@ class ZooModel(nn.Module):
     min_input_size: int = 1  # smallest H = W the layers accept
     fixed_input_size: int | None = None  # set when a flatten ties the head to one input size
     head_name: str = "fc"  # dotted path of the final Linear inside the model
+    # The classifier is a 1x1 convolution before the global pooling (Network in Network,
+    # SqueezeNet), not a Linear after it.
+    conv_head: bool = False
     # Final Linears of auxiliary classifiers, refitted like the head when a checkpoint is loaded.
     extra_head_names: tuple[str, ...] = ()
     # Submodule prefixes a checkpoint may hold that some configurations leave out.
@@ -101,14 +104,18 @@ class ZooModel(nn.Module):
         return self.get_submodule(self.head_name)
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final Linear by a fresh `num_classes`-way one (0: identity, pre-logits)."""
+        """Replace the final Linear (or 1x1 conv) by a fresh `num_classes`-way one (0: identity, pre-logits)."""
         if num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         self.num_classes = num_classes
         old = next(self.get_classifier().parameters(), None)
         head: nn.Module = nn.Identity()
         if num_classes > 0:
-            head = nn.Linear(self.num_features, num_classes)
+            head = (
+                nn.Conv2d(self.num_features, num_classes, 1)
+                if self.conv_head
+                else nn.Linear(self.num_features, num_classes)
+            )
             if old is not None:
                 head = head.to(device=old.device, dtype=old.dtype)
         parent_name, _, attr = self.head_name.rpartition(".")

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnzoo.layers import BasicConv2d, InceptionModule, LocalResponseNorm, get_act, resolve_act
+from cnnzoo.layers.inception import tf_input_transform
 from cnnzoo.models.base import ZooModel
 from cnnzoo.registry import register
 
@@ -243,18 +244,11 @@ class GoogLeNet(ZooModel):
                     classifier = name == "fc" or name.endswith(".fc2")
                     nn.init.constant_(m.bias, 0.0 if classifier else 0.2)
 
-    def _transform_input(self, x: torch.Tensor) -> torch.Tensor:
-        # x = (img - mean) / std, so (img - 0.5) / 0.5 = x * std / 0.5 + (mean - 0.5) / 0.5.
-        # Written channel by channel as torchvision does, so the result is bit-identical.
-        mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-        chans = [x[:, c : c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)]
-        return torch.cat(chans, 1)
-
     def _forward_trunk(
         self, x: torch.Tensor, with_aux: bool
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if self.transform_input:
-            x = self._transform_input(x)
+            x = tf_input_transform(x)
         x = self.lrn1(self.maxpool1(self.conv1(x)))
         x = self.maxpool2(self.lrn2(self.conv3(self.conv2(x))))
         x = self.maxpool3(self.inception3b(self.inception3a(x)))

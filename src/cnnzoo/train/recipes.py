@@ -181,7 +181,8 @@ _IMAGENET_SGD = Recipe(
         epochs=30,
         augment="crop-flip",
     ),
-    "default for ImageNet ResNets (plain, pre-act, SE, ResNeXt, wide), DenseNet, GoogLeNet and VGG with BN",
+    "default for ImageNet ResNets (plain, pre-act, SE, ResNeXt, wide), DenseNet, GoogLeNet, Inception v3/v4, "
+    "Xception and VGG with BN",
 )
 
 # The efficient nets: AdamW (Loshchilov & Hutter 2017, arXiv:1711.05101) at lr 2e-3, weight decay
@@ -209,7 +210,8 @@ _ADAMW = Recipe(
     "default for MobileNet, ShuffleNet, EfficientNet and the NAS nets",
 )
 
-# Nets without BatchNorm (AlexNet, ZFNet, VGG without _bn, the 2014 GoogLeNet): their papers'
+# Nets without BatchNorm (AlexNet, ZFNet, VGG without _bn, the 2014 GoogLeNet, Network in
+# Network, SqueezeNet): their papers'
 # SGD at lr 0.01 needed ~90 epochs and, for VGG's deeper configurations, initialisation from
 # the trained shallower net (Simonyan & Zisserman, sec. 3.1). AdamW's per-parameter step size
 # does not depend on how the gradient's scale decays through the layers. Measured in this project
@@ -230,7 +232,7 @@ _ADAMW_NO_BN = Recipe(
         epochs=30,
         augment="crop-flip",
     ),
-    "default for AlexNet, ZFNet, VGG without BatchNorm and the 2014 GoogLeNet",
+    "default for AlexNet, ZFNet, VGG without BatchNorm, the 2014 GoogLeNet, Network in Network and SqueezeNet",
 )
 
 RECIPES: dict[str, Recipe] = {
@@ -245,6 +247,10 @@ DEFAULT_RECIPES: dict[str, str] = {
     "zfnet": "adamw-nobn",
     "vgg": "imagenet-sgd",  # the _bn variants; the others are in MODEL_DEFAULT_RECIPES
     "googlenet": "imagenet-sgd",
+    "inception": "imagenet-sgd",
+    "xception": "imagenet-sgd",
+    "nin": "adamw-nobn",
+    "squeezenet": "adamw-nobn",
     "resnet": "imagenet-sgd",
     "preact_resnet": "imagenet-sgd",
     "se_resnet": "imagenet-sgd",
