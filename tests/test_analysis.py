@@ -611,3 +611,32 @@ def test_vit_tiny_sees_the_whole_input_after_its_first_attention():
             return self.vit.forward_features(x)
 
     assert _measured_field(Features(), 64, in_chans=3) == WHOLE_INPUT
+
+
+class WindowAttention(nn.Module):
+    """Self-attention inside 4x4 windows (Swin's window partition, Liu et al. 2021): local, not
+    global. The partition splits each image axis in two, which the tracer does not follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+        self.conv = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(n, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(-1, 16, c)  # (windows, 16 tokens, C)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t.reshape(n, h // 4, w // 4, 4, 4, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+        return self.conv(t)
+
+
+def test_a_reshape_the_tracer_cannot_follow_claims_no_global_operation():
+    """Where positions are split into windows the tracer loses the axes: it says so in a note and
+    does not call the windows' attention global (measured: the field stays local)."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 1), WindowAttention())
+    measured = _measured_field(net, 32)
+    assert measured != WHOLE_INPUT and measured < 32
+    p = cnnzoo.profile(net, (1, 32, 32))
+    assert p.receptive_field != WHOLE_INPUT
+    assert any("passed unchanged" in n and "splits a spatial axis" in n for n in p.notes)

@@ -283,6 +283,8 @@ _SPLITS = {"chunk", "split", "tensor_split", "split_with_sizes"}
 _RESAMPLES = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
 _SPATIAL_KINDS = _CONVS | _CONV_TRANSPOSES | _MAX_POOLS | _AVG_POOLS | _LP_POOLS | _ADAPTIVE_POOLS
 _SPATIAL_KINDS |= {"pad", "getitem", "unfold", "fold"} | _RESAMPLES
+# Calls on (N, C, *spatial) maps, whose output axes are known whatever happened before.
+_MAP_OPS = _SPATIAL_KINDS - {"getitem", "pad"}
 
 
 def _op_name(func: Any) -> str:
@@ -518,9 +520,9 @@ class _Tracer(TorchFunctionMode):
             f_out = self._transform(op, args, kwargs, traced, x, y, f_in, n, row)
         except (TypeError, ValueError, IndexError) as e:  # an unusual call signature: keep the field
             self._note(f"receptive field passed unchanged through {row.name} ({op}): {e}")
-            f_out = f_in
+            f_out = None if f_in is None else f_in.untracked()
         if f_out is not None and not _fits(f_out, y):
-            f_out = f_out.moved(None)
+            f_out = f_out.moved(None).untracked()
         was_whole = any(getattr(t, _FIELD) is not None and getattr(t, _FIELD).whole for t in traced)
         if f_out is not None and f_out.whole and not was_whole and not self.whole_noted:
             self.whole_noted = True
@@ -560,8 +562,11 @@ class _Tracer(TorchFunctionMode):
         n: int,
         row: Layer,
     ) -> Field | None:
+        fields = [getattr(t, _FIELD) for t in traced]
+        if any(f is not None and f.lost for f in fields) and op not in _MAP_OPS:
+            # Axes not followed: keep the field (the widest path), claim nothing global.
+            return join(fields) if len(traced) > 1 else (None if y.dim() < 3 else f_in)
         if op in _ATTENTION:
-            fields = [getattr(t, _FIELD) for t in traced]
             spatial = [f for f in fields if f is not None]
             if not spatial:
                 return None

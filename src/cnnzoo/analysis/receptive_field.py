@@ -50,6 +50,9 @@ class Field:
     start: tuple[float, ...]
     whole: bool = False  # every unit sees the whole input (after a global operation)
     dims: tuple[int, ...] | None = None  # the tensor axis of each spatial axis; None: the trailing ones
+    # Its axes were lost in a reshape the tracer cannot follow (a Swin window partition): no
+    # global operation is inferred from it, the kernel arithmetic goes on as before.
+    lost: bool = False
 
     @classmethod
     def identity(cls, ndim: int) -> Field:
@@ -74,6 +77,9 @@ class Field:
 
     def moved(self, dims: Sequence[int] | None) -> Field:
         return replace(self, dims=None if dims is None else tuple(dims))
+
+    def untracked(self) -> Field:
+        return replace(self, lost=True)
 
     def scalar_jump(self) -> int | float:
         return _whole(max(self.jump))
@@ -131,11 +137,12 @@ def join(fields: Sequence[Field | None]) -> Field | None:
     spatial = [f for f in fields if f is not None]
     if not spatial:
         return None
-    whole = any(f.whole for f in spatial) or len(spatial) < len(fields)
+    lost = any(f.lost for f in spatial)  # then a non-spatial operand may be a lost map, not a summary
+    whole = any(f.whole for f in spatial) or (len(spatial) < len(fields) and not lost)
     n = spatial[0].ndim
     spatial = [f for f in spatial if f.ndim == n]
     rf = tuple(max(f.rf[a] for f in spatial) for a in range(n))
     jump = tuple(max(f.jump[a] for f in spatial) for a in range(n))
     # The centre of the path with the widest field; aligned paths (same padding) agree anyway.
     widest = max(spatial, key=lambda f: max(f.rf))
-    return Field(rf, jump, widest.start, whole, widest.dims)
+    return Field(rf, jump, widest.start, whole, widest.dims, lost)
