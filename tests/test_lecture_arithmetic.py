@@ -162,3 +162,27 @@ def test_compare_puts_ilsvrc_beside_torchvision() -> None:
     in_doc(
         *(f"| {ilsvrc[n]} | {rows[n]['top1']:.2f} | {top5_error[n]:.2f} |" for n in rows if rows[n]["top1"])
     )
+
+
+# -- receptive fields after a global operation ---------------------------------------------------
+def _without_se(name: str) -> nn.Module:
+    """`name` with every squeeze-and-excitation gate replaced by the identity: its kernels alone."""
+    from cnnzoo.layers import SqueezeExcite
+
+    with torch.device("meta"):
+        model = cnnzoo.create_model(name)
+    gates = [n for n, m in model.named_modules() if isinstance(m, SqueezeExcite)]
+    assert gates
+    for n in gates:
+        parent, _, child = n.rpartition(".")
+        setattr(model.get_submodule(parent), child, nn.Identity())
+    return model
+
+
+@pytest.mark.parametrize(("name", "arithmetic"), [("efficientnet_b0", 851), ("se_resnet50", 427)])
+def test_the_kernel_arithmetic_the_se_gates_override(name, arithmetic) -> None:
+    assert cnnzoo.profile(_without_se(name), (3, 224, 224)).receptive_field == arithmetic
+    assert cnnzoo.profile(name).receptive_field == "whole input"
+    # resnet50 has se_resnet50's kernels without the gates: the same field.
+    assert name != "se_resnet50" or cnnzoo.profile("resnet50").receptive_field == arithmetic
+    in_doc(f"| {arithmetic} | whole input |")
