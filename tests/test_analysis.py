@@ -21,6 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cnnzoo
 from cnnzoo.analysis import Profile, profile
+from cnnzoo.analysis.receptive_field import WHOLE_INPUT
 from cnnzoo.layers import BasicBlock, Bottleneck
 
 ALL = cnnzoo.list_models()
@@ -435,17 +436,25 @@ def test_fused_attention_on_the_cpu_is_counted_from_its_shapes():
     assert round(on_cpu.total_macs / 1e9, 3) == 1.254
 
 
-def _measured_field(net: nn.Module, size: int) -> int:
+def _measured_field(net: nn.Module, size: int, in_chans: int = 1) -> int | str:
     """The receptive field of the centre output unit, measured: with all-positive weights nothing
-    cancels, so the input pixels with a non-zero gradient are exactly the ones it sees."""
+    cancels, so the input pixels with a non-zero gradient are exactly the ones it sees. The output
+    may be a map (N, C, H, W) or tokens (N, L, C); the unit is channel 0 at the middle position.
+    "whole input" when every pixel has a gradient (use inputs larger than any local field). Small
+    weights in float64 keep a softmax from saturating, where a gradient would underflow to zero."""
+    net = net.double()
     with torch.no_grad():
         for p in net.parameters():
-            p.copy_(torch.rand_like(p) + 0.1)
-    x = torch.rand(1, 1, size, size, requires_grad=True)
-    y = net(x)
-    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
-    cols = (x.grad[0, 0].abs().sum(0) > 0).nonzero().flatten()
-    return int(cols.max() - cols.min() + 1)
+            p.copy_(torch.rand_like(p) * 0.05 + 0.01)
+    x = torch.rand(1, in_chans, size, size, dtype=torch.float64, requires_grad=True)
+    y = net.eval()(x)
+    unit = y[0, 0, y.shape[2] // 2, y.shape[3] // 2] if y.dim() == 4 else y[0, y.shape[1] // 2, 0]
+    unit.backward()
+    seen = x.grad[0].abs().sum(0) > 0
+    if seen.all():
+        return WHOLE_INPUT
+    extents = [int(idx.max() - idx.min() + 1) for idx in (seen.any(1).nonzero(), seen.any(0).nonzero())]
+    return max(extents)
 
 
 @pytest.mark.parametrize("mode", ["nearest", "bilinear", "bicubic"])
@@ -461,3 +470,176 @@ def test_receptive_field_through_upsampling_equals_the_measured_one(mode):
     )
     measured = _measured_field(net, 64)
     assert cnnzoo.profile(net, (1, 64, 64)).receptive_field == measured
+
+
+class Im2colConv(nn.Module):
+    """A k x k convolution written as im2col (F.unfold), a matrix product and a reshape back (or
+    F.fold with a 1x1 kernel, col2im's identity case)."""
+
+    def __init__(self, k: int, stride: int = 1, fold: bool = False) -> None:
+        super().__init__()
+        self.k, self.stride, self.fold = k, stride, fold
+        self.weight = nn.Parameter(torch.randn(2, k * k))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = (x.shape[2] + 2 * (self.k // 2) - self.k) // self.stride + 1
+        cols = F.unfold(x, self.k, padding=self.k // 2, stride=self.stride)  # (N, k k, L)
+        out = self.weight @ cols  # (N, 2, L): one column per output position
+        if self.fold:
+            return F.fold(out, (h, h), kernel_size=1)
+        return out.view(x.shape[0], 2, h, h)
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_receptive_field_through_im2col_equals_the_measured_one(fold):
+    """Issue 17: F.unfold + matmul lost the field (1 where the 7x7 kernel sees 7). Then a 3x3 conv
+    on the stride-2 grid adds 2 x 2: 11, measured."""
+    one = Im2colConv(7, fold=fold)
+    assert _measured_field(one, 32) == 7
+    assert cnnzoo.profile(one, (1, 32, 32)).receptive_field == 7
+    two = nn.Sequential(Im2colConv(7, stride=2, fold=fold), nn.Conv2d(2, 1, 3, padding=1))
+    measured = _measured_field(two, 48)
+    assert measured == 11
+    p = cnnzoo.profile(two, (1, 48, 48))
+    assert (p.receptive_field, p.effective_stride) == (measured, 2)
+    assert (p.layers[0].kind, p.layers[0].kernel, p.layers[0].stride) == ("Im2colConv", (7, 7), (2, 2))
+
+
+class Tokens(nn.Module):
+    """Patches to tokens and back (ViT's patch embedding, an MLP per token, no attention): the field
+    stays local. With `attention`, one self-attention layer mixes the tokens."""
+
+    def __init__(self, attention: bool) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(1, 8, 4, stride=4)
+        self.mlp = nn.Linear(8, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True) if attention else None
+        self.conv = nn.Conv2d(8, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.patch(x)
+        n, c, h, w = t.shape
+        t = t.flatten(2).transpose(1, 2)  # (N, L, C)
+        t = t + self.mlp(t)
+        if self.attn is not None:
+            t = t + self.attn(t, t, t, need_weights=False)[0]
+        return self.conv(t.transpose(1, 2).reshape(n, c, h, w))
+
+
+@pytest.mark.parametrize("attention", [False, True])
+def test_receptive_field_through_tokens_equals_the_measured_one(attention):
+    """The field follows positions through flatten, transpose, a per-token Linear and the reshape
+    back (4, then the 3x3 on the stride-4 grid: 4 + 2 x 4 = 12); attention makes it whole."""
+    net = Tokens(attention)
+    measured = _measured_field(net, 32)
+    assert measured == (WHOLE_INPUT if attention else 12)
+    p = cnnzoo.profile(net, (1, 32, 32))
+    assert p.receptive_field == measured
+    assert any("attention" in n for n in p.notes) == attention
+
+
+def test_squeeze_and_excitation_makes_the_field_the_whole_input():
+    """Issue 17: an SE gate (Hu et al. 2017) multiplies a global average of the map back into it,
+    so every unit after it sees the whole input; the field was the convolutions' 5."""
+    from cnnzoo.layers import SqueezeExcite
+
+    def net(se: bool) -> nn.Module:
+        gate = SqueezeExcite(8, reduction=2) if se else nn.Identity()
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), gate, nn.Conv2d(8, 1, 3, padding=1))
+
+    assert (
+        _measured_field(net(se=False), 32) == cnnzoo.profile(net(se=False), (1, 32, 32)).receptive_field == 5
+    )
+    measured = _measured_field(net(se=True), 32)
+    assert measured == WHOLE_INPUT
+    p = cnnzoo.profile(net(se=True), (1, 32, 32))
+    assert p.receptive_field == measured
+    # The gate's own 1x1 convolutions act on the pooled vector: no spatial extent, no field.
+    assert [r.receptive_field for r in p.layers if r.kind == "Conv2d"] == [3, None, None, WHOLE_INPUT]
+    assert p.notes == [
+        "the receptive field is the whole input from 1.mul (mul) on: a summary with no spatial extent "
+        "left (a global pooling or mean) is combined with the map again, as a squeeze-and-excitation "
+        "gate or a pooled vector broadcast back"
+    ]
+
+
+def test_group_norm_statistics_make_the_field_the_whole_input():
+    """GroupNorm divides by one sample's statistics over all positions (Wu & He 2018), so every
+    unit depends on every pixel; BatchNorm in eval mode uses stored statistics and does not."""
+    for norm, expected in ((nn.GroupNorm(2, 4), WHOLE_INPUT), (nn.BatchNorm2d(4), 3)):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), norm)
+        assert _measured_field(net, 16) == expected
+        assert cnnzoo.profile(net, (1, 16, 16)).receptive_field == expected
+
+
+def test_efficientnet_b0_sees_the_whole_input_after_its_first_se_gate():
+    """Issue 17: EfficientNet-B0 reported 851. Its first MBConv block (Tan & Le 2019, Table 1)
+    gates its depthwise conv's output with squeeze-and-excitation: from there on every unit sees
+    every pixel, measured on the stem and first stage at 64x64 (conv fields 3, then 7)."""
+    p = cnnzoo.profile("efficientnet_b0")
+    assert p.receptive_field == WHOLE_INPUT
+    fields = {r.name: r.receptive_field for r in p.layers}
+    assert fields["features.0.0"] == 3 and fields["features.1.0.block.0.0"] == 7
+    assert fields["features.1.0.block.1.mul"] == fields["features.8.0"] == WHOLE_INPUT
+    assert p.notes[0].startswith("the receptive field is the whole input from features.1.0.block.1.mul (mul)")
+    trunk = cnnzoo.create_model("efficientnet_b0").features[:2]
+    assert _measured_field(trunk, 64, in_chans=3) == WHOLE_INPUT
+    assert cnnzoo.profile(trunk, (3, 64, 64)).receptive_field == WHOLE_INPUT
+
+
+def test_vit_tiny_sees_the_whole_input_after_its_first_attention():
+    """Issue 17: timm's ViT-Tiny (Dosovitskiy et al. 2020, arXiv:2010.11929) reported 16, its patch
+    size. Measured on the centre patch's token of `forward_features`, at 64 px (16 tokens) to
+    keep the float64 backward pass fast; the profile at its own 224 px, on the meta device."""
+    import timm  # a dev dependency (pyproject's dev extra), installed by `make test`
+
+    with torch.device("meta"):
+        meta = timm.create_model("vit_tiny_patch16_224")
+    p = cnnzoo.profile(meta, (3, 224, 224))
+    assert p.receptive_field == WHOLE_INPUT
+    fields = {r.name: r.receptive_field for r in p.layers}
+    assert fields["patch_embed.proj"] == fields["blocks.0.attn.qkv"] == 16
+    assert fields["blocks.0.attn.scaled_dot_product_attention"] == WHOLE_INPUT
+    assert not [n for n in p.notes if "unchanged" in n]  # the tokens' reshapes are followed
+
+    class Features(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            # Built on meta and given uninitialised memory: _measured_field sets every parameter.
+            with torch.device("meta"):
+                self.vit = timm.create_model("vit_tiny_patch16_224", img_size=64)
+            self.vit.to_empty(device="cpu")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.vit.forward_features(x)
+
+    assert _measured_field(Features(), 64, in_chans=3) == WHOLE_INPUT
+
+
+class WindowAttention(nn.Module):
+    """Self-attention inside 4x4 windows (Swin's window partition, Liu et al. 2021): local, not
+    global. The partition splits each image axis in two, which the tracer does not follow."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+        self.conv = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        t = x.permute(0, 2, 3, 1).reshape(n, h // 4, 4, w // 4, 4, c).permute(0, 1, 3, 2, 4, 5)
+        t = t.reshape(-1, 16, c)  # (windows, 16 tokens, C)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t.reshape(n, h // 4, w // 4, 4, 4, c).permute(0, 5, 1, 3, 2, 4).reshape(n, c, h, w)
+        return self.conv(t)
+
+
+def test_a_reshape_the_tracer_cannot_follow_claims_no_global_operation():
+    """Where positions are split into windows the tracer loses the axes: it says so in a note and
+    does not call the windows' attention global (measured: the field stays local)."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 1), WindowAttention())
+    measured = _measured_field(net, 32)
+    assert measured != WHOLE_INPUT and measured < 32
+    p = cnnzoo.profile(net, (1, 32, 32))
+    assert p.receptive_field != WHOLE_INPUT
+    assert any("passed unchanged" in n and "splits a spatial axis" in n for n in p.notes)

@@ -87,10 +87,25 @@ def test_compare_table_and_json(capsys) -> None:
     assert rows["resnet50"]["top1"] == 76.13 and rows["lenet5"]["top1"] is None
     assert rows["resnet50"]["params"] == 25_557_032 and rows["resnet50"]["macs"] == 4_089_184_256
     assert rows["resnet50"]["receptive_field"] == 427 and rows["lenet5"]["input"] == "1x28x28"
+    # torchvision's acc@5 for the same weights; ResNet's ILSVRC 2015 ensemble (He et al. 2015, Table 5).
+    assert rows["resnet50"]["top5"] == 92.862 and rows["resnet50"]["ilsvrc_top5_error"] == 3.57
+    assert rows["lenet5"]["top5"] is None and rows["lenet5"]["ilsvrc_top5_error"] is None
     code, out, _ = run(capsys, "compare", "alexnet", "vgg16")
     lines = out.splitlines()
     assert lines[0].split()[:2] == ["name", "input"] and "top-1" in lines[0]
-    assert lines[2].split()[:4] == ["alexnet", "3x224x224", "61.10", "0.714"]
+    assert lines[0].endswith("top-5 err (%)  ILSVRC top-5 err (%)")
+    # AlexNet: torchvision's 56.52 / 100 - 79.066; the ILSVRC 2012 entry's 16.4 (Krizhevsky et al. 2012).
+    assert lines[2].split() == [
+        "alexnet",
+        "3x224x224",
+        "61.10",
+        "0.714",
+        "2.3",
+        "195",
+        "56.52",
+        "20.93",
+        "16.4",
+    ]
 
 
 def test_compare_plot_is_written_atomically(capsys, tmp_path) -> None:
@@ -209,3 +224,23 @@ def test_summary_of_your_own_model_a_run_and_builder_options(tmp_path, capsys):
     assert p["input_size"] == [1, 12, 12]  # the run's own input size, from its header
     assert main(["summary", f"{tmp_path / 'net.py'}:Nope"]) == 2
     assert "has no attribute 'Nope'" in capsys.readouterr().err
+
+
+def test_summary_says_where_the_field_becomes_the_whole_input(capsys) -> None:
+    """Issue 17: EfficientNet-B0 reported 851 pixels, but its squeeze-and-excitation gates (Tan &
+    Le 2019; Hu et al. 2017) multiply a global average back into the map: from the first one on,
+    every unit sees every pixel. Every format says so; the text table adds a note line why."""
+    code, out, _ = run(capsys, "summary", "efficientnet_b0", "--format", "json")
+    d = json.loads(out)
+    assert code == 0 and d["receptive_field"] == "whole input"
+    assert d["notes"][0].startswith("the receptive field is the whole input from features.1.0.block.1.mul")
+    fields = [r["receptive_field"] for r in d["layers"] if r["receptive_field"] is not None]
+    assert fields[:2] == [3, 7] and set(fields[2:]) == {"whole input"}  # stem, depthwise, then the gate
+    code, out, _ = run(capsys, "summary", "efficientnet_b0", "--format", "csv")
+    assert out.strip().splitlines()[-1].split(",")[-2] == "whole input"  # the totals row
+    code, out, _ = run(capsys, "summary", "efficientnet_b0")
+    lines = out.strip().splitlines()
+    assert lines[-2].startswith("note: the receptive field is the whole input from features.1.0.block.1.mul")
+    assert "receptive field whole input" in lines[-1]
+    code, out, _ = run(capsys, "summary", "resnet18")  # no global operation: a number, no note
+    assert "note:" not in out and "receptive field 435" in out.strip().splitlines()[-1]

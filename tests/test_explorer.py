@@ -20,7 +20,7 @@ from browser import browser_session
 from cnnzoo.analysis.explorer import ROW_FIELDS, render_explorer
 from cnnzoo.cli.main import main as cnnzoo_main
 
-MODELS = ["lenet5", "vgg16", "resnet50", "mobilenet_v2", "googlenet"]
+MODELS = ["lenet5", "vgg16", "resnet50", "mobilenet_v2", "googlenet", "efficientnet_b0"]
 
 # What the page shows now: each pane's model, table, bars and the receptive-field lines.
 PAGE_STATE = """
@@ -35,6 +35,7 @@ const pane = p => p && {
   bars: Object.fromEntries(Array.from(p.querySelectorAll("svg.bars")).map(s =>
     [s.dataset.metric, [s.dataset.model, s.querySelectorAll("rect.bar").length]])),
   summary: p.querySelector(".summary-line").textContent,
+  notes: Array.from(p.querySelectorAll(".note-line")).map(n => n.textContent),
 };
 return {
   ready: document.body.dataset.ready,
@@ -68,14 +69,17 @@ def page(tmp_path_factory):
     return out
 
 
-def _summary(name: str, capsys) -> tuple[list[list[str]], str]:
-    """`cnnzoo summary NAME`'s Markdown rows (the totals row last) and its text form's last line."""
+def _summary(name: str, capsys) -> tuple[list[list[str]], str, list[str]]:
+    """`cnnzoo summary NAME`'s Markdown rows (the totals row last), its text form's last line and
+    its note lines."""
     capsys.readouterr()
     assert cnnzoo_main(["summary", name, "--format", "md"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+    cells = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines]
+    rows = [_without_groups(r, cells[0]) for r in cells[2:]]  # as the page's rows below
     assert cnnzoo_main(["summary", name]) == 0
-    return rows, capsys.readouterr().out.strip().splitlines()[-1]
+    text = capsys.readouterr().out.strip().splitlines()
+    return rows, text[-1], [line for line in text if line.startswith("note: ")]
 
 
 def _without_groups(cells: list[str], head: list[str]) -> list[str]:
@@ -86,11 +90,11 @@ def _state(browser) -> dict:
     return browser.js(PAGE_STATE)
 
 
-@pytest.mark.parametrize("name", ["vgg16", "resnet50"])
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "efficientnet_b0"])
 def test_the_page_shows_what_summary_prints(page, browser, capsys, name):
     browser.open(page.resolve().as_uri() + f"#a={name}")
     state = _state(browser)
-    rows, last_line = _summary(name, capsys)
+    rows, last_line, notes = _summary(name, capsys)
     a = state["a"]
     assert a["model"] == name
     assert _without_groups(a["head"], a["head"]) == [
@@ -113,6 +117,18 @@ def test_the_page_shows_what_summary_prints(page, browser, capsys, name):
     assert page_rows == rows[:-1]  # every cell of every row, as the terminal shows it
     assert _without_groups(a["total"], a["head"]) == rows[-1]
     assert a["summary"] == last_line
+    assert a["notes"] == notes
+    # Issue 17: after EfficientNet's first squeeze-and-excitation gate every unit sees the whole
+    # input; the table says so and a note names the gate (the plain CNNs keep their numbers).
+    if name == "efficientnet_b0":
+        assert rows[-1][-1] == "whole input" and "receptive field whole input" in last_line
+        assert (
+            len(notes) == 1
+            and "features.1.0.block.1.mul" in notes[0]
+            and "squeeze-and-excitation" in notes[0]
+        )
+    else:
+        assert rows[-1][-1] == {"vgg16": "212", "resnet50": "427"}[name] and notes == []
 
 
 def test_choosing_a_model_updates_the_table_and_the_charts(page, browser):

@@ -1,4 +1,13 @@
-"""Models side by side: parameters, MACs, activation memory, receptive field, ImageNet top-1.
+"""Models side by side: parameters, MACs, activation memory, receptive field, ImageNet accuracy.
+
+Two kinds of accuracy stand side by side, and they answer different questions:
+
+- torchvision's published top-1 and top-5 of its single-model weights (one network, one 224 centre
+  crop, the 50,000 validation images): what a student gets by loading those weights;
+- the ILSVRC top-5 error of the family's competition entry (the lecture's "ILSVRC top-5 error
+  rate" chart): ensembles of several networks, each tested on many crops and scales, on the
+  competition's test set. That is why AlexNet's entry shows 16.4% where one torchvision AlexNet
+  misses 20.9% of the top-5, and ResNet's 3.57% where one ResNet-152 misses 5.95%.
 
 The lecture's "accuracy against complexity" plot (after Canziani et al. 2016: one family beats
 another if it moves the whole curve up and to the left) is `plot_accuracy_vs_macs`; it needs
@@ -14,7 +23,15 @@ from typing import Any
 from cnnzoo.analysis.profile import profile
 from cnnzoo.train.plots import save_png
 
-__all__ = ["PUBLISHED_TOP1", "compare", "plot_accuracy_vs_macs", "published_top1"]
+__all__ = [
+    "ILSVRC_TOP5_ERROR",
+    "PUBLISHED_TOP1",
+    "compare",
+    "ilsvrc_top5_error",
+    "plot_accuracy_vs_macs",
+    "published_top1",
+    "published_top5",
+]
 
 # ImageNet-1K top-1 (%) of torchvision's IMAGENET1K_V1 weights, single 224 crop (the efficientnets
 # at their own resolutions), as published in torchvision's model documentation
@@ -64,6 +81,48 @@ PUBLISHED_TOP1: dict[str, float] = {
 }
 
 
+# The ILSVRC classification results (Russakovsky et al. 2015, arXiv:1409.0575, and the
+# challenge's results pages), top-5 error (%) on the test set, by the family of the registered
+# models (`model_info(name).family`). Each is an ensemble with multi-crop testing, as its paper says:
+ILSVRC_TOP5_ERROR: dict[str, tuple[int, float, str]] = {
+    # Krizhevsky et al. 2012, Sec. 6 and Table 2: five CNNs averaged (seven, two of them
+    # pre-trained on more data, gave the winning 15.3%); ten crops per image.
+    "alexnet": (2012, 16.4, "SuperVision (AlexNet), 5 CNNs, 10 crops"),
+    # The 2013 winner Clarifai (Zeiler's team) without outside data, an ensemble of ZFNet-style nets.
+    "zfnet": (2013, 11.7, "Clarifai (ZFNet), ensemble"),
+    # Simonyan & Zisserman 2014, Table 7: the submission, 7 nets, multi-scale and multi-crop;
+    # second place in classification that year.
+    "vgg": (2014, 7.3, "VGG, 7 nets, multi-scale"),
+    # Szegedy et al. 2014, Tables 2-3: 7 models, 144 crops per image; 6.67% printed as 6.7.
+    "googlenet": (2014, 6.7, "GoogLeNet, 7 models, 144 crops"),
+    # He et al. 2015, Table 5: six models of different depths (two ResNet-152), multi-scale.
+    "resnet": (2015, 3.57, "MSRA (ResNet), 6 models"),
+}
+
+
+def ilsvrc_top5_error(name: str) -> float | None:
+    """The ILSVRC top-5 error (%) of the competition entry built from `name`'s family, else None."""
+    from cnnzoo.registry import model_info
+
+    entry = ILSVRC_TOP5_ERROR.get(model_info(name).family)
+    return entry[1] if entry else None
+
+
+def published_top5(name: str) -> float | None:
+    """torchvision's ImageNet top-5 (%) of the same weights as `published_top1`, else None.
+
+    Read from torchvision's weight enum (`meta["_metrics"]["ImageNet-1K"]["acc@5"]`): metadata
+    that ships with torchvision, so nothing is downloaded."""
+    if published_top1(name) is None:
+        return None
+    from torchvision.models import get_model_weights
+
+    from cnnzoo.registry import model_info
+
+    twin = model_info(name).torchvision
+    return float(get_model_weights(twin).IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]["acc@5"])
+
+
 def published_top1(name: str) -> float | None:
     """torchvision's ImageNet top-1 for a registered model with a torchvision twin, else None."""
     from cnnzoo.registry import model_info
@@ -73,7 +132,8 @@ def published_top1(name: str) -> float | None:
 
 
 def compare(names: Sequence[str], input_size: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """One row per model: input, params, MACs, memory, receptive field, top-1 (None if unknown)."""
+    """One row per model: input, params, MACs, memory, receptive field, torchvision's top-1 and
+    top-5, and the ILSVRC top-5 error of the family's competition entry (None where unknown)."""
     rows = []
     for name in names:
         p = profile(name, input_size)
@@ -86,6 +146,8 @@ def compare(names: Sequence[str], input_size: Sequence[int] | None = None) -> li
                 "memory_bytes": p.total_memory_bytes,
                 "receptive_field": p.receptive_field,
                 "top1": published_top1(name),
+                "top5": published_top5(name),
+                "ilsvrc_top5_error": ilsvrc_top5_error(name),
             }
         )
     return rows

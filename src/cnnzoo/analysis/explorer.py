@@ -56,7 +56,8 @@ def model_entry(name: str, *, p: Profile | None = None) -> dict[str, Any]:
     """Everything the page shows about one registered model at its default input size.
 
     `rows` are the rows `cnnzoo summary NAME` prints (elementwise rows hidden, as there), each a
-    list in `ROW_FIELDS` order; `total` is the summary's totals row and `summary` its last line.
+    list in `ROW_FIELDS` order; `total` is the summary's totals row, `notes` its note lines (where
+    the receptive field becomes the whole input, and why) and `summary` its last line.
     `p` reuses a profile of `name` made at its default input size.
     """
     from cnnzoo.registry import model_info
@@ -80,6 +81,7 @@ def model_entry(name: str, *, p: Profile | None = None) -> dict[str, Any]:
         "receptive_field": p.receptive_field,
         "effective_stride": p.effective_stride,
         "summary": summary_line(p),
+        "notes": list(p.notes),
         "total": [totals[c] for c in LECTURE_COLUMNS],
         "rows": [_row(r) for r in select_rows(p)],
     }

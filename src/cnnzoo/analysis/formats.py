@@ -5,7 +5,8 @@ The columns are the lecture's ("Input size | Layer | Output size"):
     layer  kind  C  H/W  filters  kernel  stride  pad  out C  out H/W  memory (KB)  params (K)  MACs (M)  RF
 
 with a totals row. "memory (KB)" is the output activation at fp32 / 1024, "RF" the receptive
-field in input pixels. Text and Markdown round as the slides do (KB, thousands, millions); CSV and
+field in input pixels, or "whole input" after a global operation (an SE gate, attention; the
+text table's note line names the first such layer and why). Text and Markdown round as the slides do (KB, thousands, millions); CSV and
 JSON carry exact integers for scripts.
 """
 
@@ -282,7 +283,10 @@ def render_profile(
     data = [lecture_row(r) for r in rows]
     data.append(lecture_total(p))
     text = render_rows(data, lecture_columns(rows), fmt)
-    return text + "\n\n" + summary_line(p) if fmt == "table" else text
+    if fmt != "table":
+        return text
+    notes = "".join(f"note: {n}\n" for n in p.notes)
+    return text + "\n\n" + notes + summary_line(p)
 
 
 def summary_line(p: Profile) -> str:

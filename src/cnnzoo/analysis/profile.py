@@ -47,13 +47,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from cnnzoo.analysis.counting import aten_costs
-from cnnzoo.analysis.receptive_field import Field, adaptive_window, join, spatial_layer
+from cnnzoo.analysis.receptive_field import WHOLE_INPUT, Field, adaptive_window, join, spatial_layer
 
 __all__ = ["Layer", "Profile", "profile"]
 
@@ -76,7 +77,7 @@ class Layer:
     macs: int = 0
     ops: int = 0  # operations that are not multiply-accumulates (see counting.py)
     memory_bytes: int = 0
-    receptive_field: int | float | None = None
+    receptive_field: int | float | str | None = None  # a number of pixels, or "whole input"
     effective_stride: int | float | None = None
     elementwise: bool = False
     groups: int | None = None  # of a convolution: 1 dense, its input channels when depthwise
@@ -131,9 +132,12 @@ class Profile:
         return sum(r.memory_bytes for r in self.layers if not r.elementwise)
 
     @property
-    def receptive_field(self) -> int | float | None:
-        """The largest receptive field of any activation, in input pixels."""
+    def receptive_field(self) -> int | float | str | None:
+        """The largest receptive field of any activation, in input pixels; `WHOLE_INPUT` ("whole
+        input") when a global operation (an SE gate, attention) lets some unit see every pixel."""
         values = [r.receptive_field for r in self.layers if r.receptive_field is not None]
+        if WHOLE_INPUT in values:
+            return WHOLE_INPUT
         return max(values) if values else None
 
     @property
@@ -268,12 +272,19 @@ _ADAPTIVE_POOLS = {
     "adaptive_max_pool3d_with_indices",
 }
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod"}
-# Products that mix positions or act on flattened features: the field ends.
-_DENSE = {"linear", "matmul", "mm", "bmm", "einsum", "addmm", "baddbmm", "bilinear"}
-_DENSE |= {"scaled_dot_product_attention", "rmatmul"}
+# Matrix products: per position when they contract channels, a global operation when they
+# contract positions or multiply two activations (attention's scores and weighted sum).
+_PRODUCTS = {"matmul", "mm", "bmm", "einsum", "addmm", "baddbmm"}
+_ATTENTION = {"scaled_dot_product_attention", "multi_head_attention_forward"}
+_SOFTMAXES = {"softmax", "log_softmax", "softmin", "normalize"}
+_PERMUTES = {"permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis", "t", "T", "mT", "mH", "H"}
+_VIEWS = {"view", "reshape", "unflatten", "squeeze", "unsqueeze", "view_as", "reshape_as"}
+_SPLITS = {"chunk", "split", "tensor_split", "split_with_sizes"}
 _RESAMPLES = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}
 _SPATIAL_KINDS = _CONVS | _CONV_TRANSPOSES | _MAX_POOLS | _AVG_POOLS | _LP_POOLS | _ADAPTIVE_POOLS
-_SPATIAL_KINDS |= {"pad", "getitem"} | _RESAMPLES
+_SPATIAL_KINDS |= {"pad", "getitem", "unfold", "fold"} | _RESAMPLES
+# Calls on (N, C, *spatial) maps, whose output axes are known whatever happened before.
+_MAP_OPS = _SPATIAL_KINDS - {"getitem", "pad"}
 
 
 def _op_name(func: Any) -> str:
@@ -361,6 +372,9 @@ class _Tracer(TorchFunctionMode):
         self.pending: Layer | None = None  # a functional row whose call is running
         self.unattributed = [0, 0]
         self.notes: list[str] = []
+        self.func: Any = None  # the function being traced (F.unfold and Tensor.unfold share a name)
+        self.why: str | None = None  # why the call being traced made the field the whole input
+        self.whole_noted = False
         self.handles: list[Any] = []
         for m in model.modules():
             self.handles.append(m.register_forward_pre_hook(self._pre, with_kwargs=True))
@@ -441,6 +455,7 @@ class _Tracer(TorchFunctionMode):
                         setattr(t, _PARAMS, ids)
             return out
         leaf = self._leaf_row()
+        self.func = func
         if leaf is not None:
             out = func(*args, **kwargs)
             self._propagate(name, args, kwargs, traced, out, leaf)
@@ -500,11 +515,19 @@ class _Tracer(TorchFunctionMode):
         y = outs[0]
         n = x.dim() - 2  # spatial axes of an (N, C, *spatial) activation
         f_out: Field | None
+        self.why = None
         try:
             f_out = self._transform(op, args, kwargs, traced, x, y, f_in, n, row)
         except (TypeError, ValueError, IndexError) as e:  # an unusual call signature: keep the field
             self._note(f"receptive field passed unchanged through {row.name} ({op}): {e}")
-            f_out = f_in
+            f_out = None if f_in is None else f_in.untracked()
+        if f_out is not None and not _fits(f_out, y):
+            f_out = f_out.moved(None).untracked()
+        was_whole = any(getattr(t, _FIELD) is not None and getattr(t, _FIELD).whole for t in traced)
+        if f_out is not None and f_out.whole and not was_whole and not self.whole_noted:
+            self.whole_noted = True
+            why = self.why or "a global operation"
+            self._note(f"the receptive field is the whole input from {row.name} ({op}) on: {why}")
         for t in outs:
             if id(t) not in self.param_numel:
                 setattr(t, _FIELD, f_out)
@@ -512,6 +535,20 @@ class _Tracer(TorchFunctionMode):
     def _note(self, msg: str) -> None:
         if msg not in self.notes:
             self.notes.append(msg)
+
+    def _whole(self, f: Field, why: str) -> Field:
+        if not f.whole:
+            self.why = why
+        return f.made_whole()
+
+    def _join(self, fields: Sequence[Field | None]) -> Field | None:
+        f = join(fields)
+        if f is not None and f.whole and not any(g is not None and g.whole for g in fields):
+            self.why = (
+                "a summary with no spatial extent left (a global pooling or mean) is combined with "
+                "the map again, as a squeeze-and-excitation gate or a pooled vector broadcast back"
+            )
+        return f
 
     def _transform(
         self,
@@ -525,10 +562,26 @@ class _Tracer(TorchFunctionMode):
         n: int,
         row: Layer,
     ) -> Field | None:
-        if op in _DENSE:
-            if op == "linear" and row.filters is None:
+        fields = [getattr(t, _FIELD) for t in traced]
+        if any(f is not None and f.lost for f in fields) and op not in _MAP_OPS:
+            # Axes not followed: keep the field (the widest path), claim nothing global.
+            return join(fields) if len(traced) > 1 else (None if y.dim() < 3 else f_in)
+        if op in _ATTENTION:
+            spatial = [f for f in fields if f is not None]
+            if not spatial:
+                return None
+            base = f_in if f_in is not None else spatial[0]
+            return self._whole(base, "attention mixes every position with every other")
+        if op == "linear":
+            if row.filters is None:
                 row.filters = int(_arg(args, kwargs, 1, "weight").shape[0])
-            return None
+            if f_in is None:
+                return None
+            if x.dim() - 1 in f_in.axes(x.dim()):  # weights across positions (an MLP-Mixer's token mixing)
+                return self._whole(f_in, f"a dense layer across positions ({op}) mixes all of them")
+            return f_in  # per position: it mixes channels only
+        if op in _PRODUCTS:
+            return self._product(op, args, kwargs, y)
         if op in _CONVS or op in _CONV_TRANSPOSES:
             w = _arg(args, kwargs, 1, "weight")
             k = tuple(int(s) for s in w.shape[2:])
@@ -551,11 +604,18 @@ class _Tracer(TorchFunctionMode):
             if f_in is None:
                 return None
             if transposed:
-                # An output unit of a stride-s transposed conv reads ceil(k / s) input units.
-                k_in = tuple(-(-kk // s) for kk, s in zip(k, stride, strict=True))
-                f = spatial_layer(f_in, k_in, (1,) * n, (0,) * n)
-                return Field(f.rf, tuple(j / s for j, s in zip(f_in.jump, stride, strict=True)), f.start)
+                return _scattered(f_in, k, stride, dilation)
             return spatial_layer(f_in, k, stride, padding, dilation)
+        if op == "unfold":
+            return None if f_in is None else self._unfold(args, kwargs, x, f_in, row)
+        if op == "fold":  # col2im: (N, C k k, L) back to (N, C, H, W), summing overlapping patches
+            kernel = _arg(args, kwargs, 2, "kernel_size")
+            n = y.dim() - 2
+            k = _ntuple(kernel, n)
+            dilation = _ntuple(_arg(args, kwargs, 3, "dilation", 1), n)
+            stride = _ntuple(_arg(args, kwargs, 5, "stride", 1), n)
+            self._set_geometry(row, k, stride, _ntuple(_arg(args, kwargs, 4, "padding", 0), n))
+            return None if f_in is None else _scattered(f_in, k, stride, dilation)
         if op in _MAX_POOLS or op in _AVG_POOLS or op in _LP_POOLS:
             if op in _LP_POOLS:
                 kernel, stride = _arg(args, kwargs, 2, "kernel_size"), _arg(args, kwargs, 3, "stride")
@@ -583,54 +643,204 @@ class _Tracer(TorchFunctionMode):
             return None if f_in is None else spatial_layer(f_in, k, s, (0,) * len(k))
         dims = _arg(args, kwargs, 1, "dim") if op in _REDUCTIONS else None
         if op in _REDUCTIONS and not isinstance(dims, torch.Tensor):  # torch.max(a, b) is a join
-            if dims is None:  # over everything
+            if dims is None or f_in is None:  # over everything
                 return None
-            dims = {d % x.dim() for d in _ntuple(dims, 1)}
-            return None if dims & set(range(2, x.dim())) else f_in
-        if len(traced) > 1:  # residual add, concat, gate: the widest path
-            return join([getattr(t, _FIELD) for t in traced])
+            reduced = {d % x.dim() for d in _ntuple(dims, 1)}
+            axes = f_in.axes(x.dim())
+            if reduced & set(axes):  # over the positions: a summary of the whole map, no map left
+                return None
+            if y.dim() == x.dim():  # keepdim
+                return f_in
+            return f_in.moved(tuple(d - sum(r < d for r in reduced) for d in axes))
+        if op in ("cat", "stack"):
+            f = self._join([getattr(t, _FIELD) for t in traced]) if len(traced) > 1 else f_in
+            if f is None or op == "cat":  # a concatenation keeps every axis where it was
+                return f
+            d = int(_arg(args, kwargs, 1, "dim", 0)) % y.dim()
+            return f.moved(tuple(a + (a >= d) for a in f.axes(x.dim())))
+        if len(traced) > 1:  # residual add, gate: the widest path
+            return self._join([getattr(t, _FIELD) for t in traced])
         if f_in is None:
             return None
-        n = f_in.ndim  # the trailing axes are the spatial ones (a channel shuffle adds a group axis)
+        axes = f_in.axes(x.dim())
+        if op in _SOFTMAXES:
+            dim = _arg(args, kwargs, 2 if op == "normalize" else 1, "dim", 1 if op == "normalize" else None)
+            if dim is not None and int(dim) % x.dim() in axes:
+                return self._whole(
+                    f_in, f"a {op} over the positions divides each unit by a sum over all of them"
+                )
+            return f_in
+        if op in ("layer_norm", "group_norm", "instance_norm", "batch_norm"):
+            return self._normalised(op, args, kwargs, x, f_in)
+        if op in _PERMUTES:
+            perm = _permutation(op, args, kwargs, x.dim())
+            return f_in.moved(tuple(perm.index(a) for a in axes))
+        if op == "flatten":
+            start = int(_arg(args, kwargs, 1, "start_dim", 0)) % x.dim()
+            end = int(_arg(args, kwargs, 2, "end_dim", -1)) % x.dim()
+            merged = range(start, end + 1)
+            if any(a in merged for a in axes) and any(x.shape[d] > 1 for d in merged if d not in axes):
+                return None  # positions interleaved with channels: features, no map
+            return f_in.moved(tuple(start if a in merged else a - (end - start) * (a > end) for a in axes))
+        if op in _VIEWS:
+            return _reshaped(f_in, tuple(x.shape), tuple(y.shape))
+        if op == "unbind":
+            d = int(_arg(args, kwargs, 1, "dim", 0)) % x.dim()
+            return None if d in axes else f_in.moved(tuple(a - (a > d) for a in axes))
+        if op in _SPLITS:
+            return f_in
         if op == "pad":
             pad = _arg(args, kwargs, 1, "pad")
             # F.pad lists (left, right) pairs from the last axis backwards.
             lefts = [pad[2 * i] for i in range(len(pad) // 2)][::-1]
+            n = f_in.ndim
             lefts = [0] * (n - len(lefts)) + lefts[-n:] if n else []
             start = tuple(s0 - p * j for s0, p, j in zip(f_in.start, lefts, f_in.jump, strict=False))
-            return Field(f_in.rf, f_in.jump, start)
+            return Field(f_in.rf, f_in.jump, start, f_in.whole)
         if op == "getitem":
             return self._slice(args[1], f_in, x)
         if op in _RESAMPLES:
             return _resampled(f_in, op, args, kwargs, x, y)
-        if y.dim() < 3:  # flatten, view to (N, features): no spatial extent left
+        if y.dim() != x.dim() and y.numel() == x.numel():  # a reshape by another name
+            return _reshaped(f_in, tuple(x.shape), tuple(y.shape))
+        if y.dim() < 3:  # no spatial extent left
             return None
-        if n and tuple(y.shape[-n:]) != tuple(x.shape[-n:]):
+        n = f_in.ndim
+        if y.dim() == x.dim() and any(int(y.shape[a]) != int(x.shape[a]) for a in axes):
             self._note(f"receptive field passed unchanged through {row.name} ({op}), which reshapes space")
+        return f_in
+
+    def _product(self, op: str, args: tuple, kwargs: dict, y: torch.Tensor) -> Field | None:
+        """x @ w per position keeps the field; a product over positions, or of two activations
+        (attention's q k^T and its weighted sum of v), makes it the whole input."""
+        if op == "einsum":
+            return self._einsum(args, y)
+        if getattr(self.func, "__name__", "") == "__rmatmul__":  # x.__rmatmul__(w) is w @ x
+            a, b = args[1], args[0]
+        elif op in ("addmm", "baddbmm"):
+            a, b = args[1], args[2]
+        else:
+            a, b = args[0], args[1]
+        fields = {}
+        for side, t in (("a", a), ("b", b)):
+            f = getattr(t, _FIELD, _UNTRACED) if isinstance(t, torch.Tensor) else _UNTRACED
+            if f is not _UNTRACED:
+                fields[side] = (t, f)
+        spatial = {side: tf for side, tf in fields.items() if tf[1] is not None}
+        if not spatial:
+            return None
+        side, (t, f) = next(iter(spatial.items()))
+        nd = t.dim()
+        axes = f.axes(nd)
+        contracted = nd - 1 if side == "a" else max(nd - 2, 0)
+        # Batch axes align from the right (broadcasting); a's rows and b's columns stay in place.
+        moved = f.moved(tuple(y.dim() - nd + d for d in axes)) if contracted not in axes else f.moved(None)
+        if len(fields) > 1:
+            return self._whole(moved, "a product of two activations pairs every position with every other")
+        if contracted in axes:
+            return self._whole(moved, f"a matrix product across positions ({op}) mixes all of them")
+        return moved
+
+    def _einsum(self, args: tuple, y: torch.Tensor) -> Field | None:
+        equation = str(args[0]).replace(" ", "")
+        operands = list(args[1]) if len(args) == 2 and isinstance(args[1], list | tuple) else list(args[1:])
+        if "->" not in equation or "." in equation:
+            raise TypeError(f"einsum {equation!r} without an explicit output or with '...'")
+        inputs, output = equation.split("->")
+        found = []
+        for t, subscripts in zip(operands, inputs.split(","), strict=True):
+            f = getattr(t, _FIELD, _UNTRACED) if isinstance(t, torch.Tensor) else _UNTRACED
+            if f is not _UNTRACED:
+                found.append((t, f, subscripts))
+        spatial = [(t, f, sub) for t, f, sub in found if f is not None]
+        if not spatial:
+            return None
+        t, f, sub = spatial[0]
+        letters = [sub[a] for a in f.axes(t.dim())]
+        kept = all(c in output for c in letters)
+        moved = f.moved(tuple(output.index(c) for c in letters) if kept else None)
+        if len(found) > 1:
+            return self._whole(moved, "a product of two activations pairs every position with every other")
+        if not kept:
+            return self._whole(moved, "an einsum summing over positions mixes all of them")
+        return moved
+
+    def _unfold(self, args: tuple, kwargs: dict, x: torch.Tensor, f_in: Field, row: Layer) -> Field:
+        axes = f_in.axes(x.dim())
+        n = f_in.ndim
+        if self.func is F.unfold:
+            # im2col: (N, C, H, W) -> (N, C k k, L), one column per kernel position: the field of a
+            # convolution with the same kernel, its positions flattened into the last axis.
+            k = _ntuple(_arg(args, kwargs, 1, "kernel_size"), n)
+            dilation = _ntuple(_arg(args, kwargs, 2, "dilation", 1), n)
+            padding = _ntuple(_arg(args, kwargs, 3, "padding", 0), n)
+            stride = _ntuple(_arg(args, kwargs, 4, "stride", 1), n)
+            self._set_geometry(row, k, stride, padding)
+            return spatial_layer(f_in, k, stride, padding, dilation).moved((2,) * n)
+        # Tensor.unfold(dim, size, step): windows along one axis, their contents in a new last axis.
+        d = int(_arg(args, kwargs, 1, "dimension")) % x.dim()
+        size, step = int(_arg(args, kwargs, 2, "size")), int(_arg(args, kwargs, 3, "step"))
+        if axes.count(d) != 1:
+            return f_in
+        k, s = [1] * n, [1] * n
+        k[axes.index(d)], s[axes.index(d)] = size, step
+        return spatial_layer(f_in, k, s, (0,) * n).moved(axes)
+
+    def _normalised(self, op: str, args: tuple, kwargs: dict, x: torch.Tensor, f_in: Field) -> Field:
+        """Statistics taken over one sample's positions (GroupNorm, InstanceNorm, a LayerNorm over
+        space, BatchNorm in training) make every unit depend on every position."""
+        axes = f_in.axes(x.dim())
+        if op == "layer_norm":
+            shape = _arg(args, kwargs, 1, "normalized_shape")
+            k = 1 if isinstance(shape, int) else len(tuple(shape))
+            over = set(range(x.dim() - k, x.dim())) & set(axes)
+        elif op == "instance_norm":
+            over = set(axes) if _arg(args, kwargs, 5, "use_input_stats", True) else set()
+        elif op == "batch_norm":
+            over = set(axes) if _arg(args, kwargs, 5, "training", False) else set()
+        else:
+            over = set(axes)
+        if over:
+            return self._whole(f_in, f"{op} divides every unit by statistics over all positions")
         return f_in
 
     def _set_geometry(self, row: Layer, k: Sequence, s: Sequence, p: Sequence) -> None:
         if row.kernel is None:  # the first spatial call of a leaf describes it (a Conv2d's conv)
             row.kernel, row.stride, row.padding = tuple(k), tuple(s), tuple(int(v) for v in p)
 
-    def _slice(self, index: Any, f: Field, x: torch.Tensor) -> Field:
+    def _slice(self, index: Any, f: Field, x: torch.Tensor) -> Field | None:
         index = index if isinstance(index, tuple) else (index,)
         if any(i is Ellipsis for i in index):
             e = index.index(Ellipsis)
-            index = index[:e] + (slice(None),) * (x.dim() - len(index) + 1) + index[e + 1 :]
+            used = sum(1 for i in index if i is not None and i is not Ellipsis)
+            index = index[:e] + (slice(None),) * (x.dim() - used) + index[e + 1 :]
+        axes = f.axes(x.dim())
         rf, jump, start = list(f.rf), list(f.jump), list(f.start)
-        for axis, idx in enumerate(index[2:]):
-            if axis >= f.ndim:
-                break
-            if isinstance(idx, slice):
+        where: dict[int, int] = {}  # input axis -> output axis
+        d_in = d_out = 0
+        for idx in index:
+            if idx is None:  # a new axis of size 1
+                d_out += 1
+                continue
+            if isinstance(idx, bool) or not isinstance(idx, int | slice):
+                raise TypeError(f"index {idx!r}")
+            if isinstance(idx, int):
+                if d_in in axes:  # one position along an axis: a row or a token, no map
+                    return None
+                d_in += 1
+                continue
+            if axes.count(d_in) == 1 and (idx.start or idx.step):
+                axis = axes.index(d_in)
                 step, first = idx.step or 1, idx.start or 0
                 if first < 0:
-                    first += int(x.shape[2 + axis])
+                    first += int(x.shape[d_in])
                 start[axis] += first * jump[axis]
                 jump[axis] *= step
-            else:
-                raise TypeError(f"index {idx!r} on a spatial axis")
-        return Field(tuple(rf), tuple(jump), tuple(start))
+            where[d_in] = d_out
+            d_in, d_out = d_in + 1, d_out + 1
+        for d in range(d_in, x.dim()):
+            where[d] = d_out + d - d_in
+        return Field(tuple(rf), tuple(jump), tuple(start), f.whole, tuple(where[a] for a in axes))
 
     # -- where a failure happened -------------------------------------------------------------
     def location(self) -> tuple[str, str, tuple[int, ...] | None] | None:
@@ -711,7 +921,94 @@ def _resampled(f_in: Field, op: str, args: tuple, kwargs: dict, x: torch.Tensor,
         rf.append(r + (taps - 1) * j)
         jump.append(j * scale)
         start.append(s0 + (scale - 1) / 2 * j)
-    return Field(tuple(rf), tuple(jump), tuple(start))
+    return Field(tuple(rf), tuple(jump), tuple(start), f_in.whole)
+
+
+def _fits(f: Field, y: torch.Tensor) -> bool:
+    """Whether `f`'s axes exist in `y` (an unknown reshape may have moved them)."""
+    if f.dims is None:
+        return y.dim() > f.ndim
+    return all(0 <= d < y.dim() for d in f.dims)
+
+
+def _scattered(f_in: Field, k: Sequence[int], stride: Sequence[int], dilation: Sequence[int]) -> Field:
+    """The field after a transposed convolution or F.fold (col2im): an output unit sums the input
+    units whose kernel window covers it, at most (d (k - 1)) // s + 1 of them per axis."""
+    n = len(k)
+    k_in = tuple(d * (kk - 1) // s + 1 for kk, s, d in zip(k, stride, dilation, strict=True))
+    f = spatial_layer(f_in, k_in, (1,) * n, (0,) * n)
+    return Field(f.rf, tuple(j / s for j, s in zip(f_in.jump, stride, strict=True)), f.start, f.whole)
+
+
+def _permutation(op: str, args: tuple, kwargs: dict, ndim: int) -> list[int]:
+    """perm[j] = the input axis that becomes output axis j."""
+    perm = list(range(ndim))
+    if op == "permute":
+        dims = kwargs.get("dims", args[1:] if len(args) > 2 or isinstance(args[1], int) else args[1])
+        return [int(d) % ndim for d in dims]
+    if op in ("T", "H") or (op == "t" and ndim == 2):
+        return perm[::-1]
+    if op in ("mT", "mH"):
+        a, b = ndim - 2, ndim - 1
+    elif op in ("movedim", "moveaxis"):
+        src = [int(d) % ndim for d in _ntuple(_arg(args, kwargs, 1, "source"), 1)]
+        dst = [int(d) % ndim for d in _ntuple(_arg(args, kwargs, 2, "destination"), 1)]
+        out: list[int | None] = [None] * ndim
+        for s, d in zip(src, dst, strict=True):
+            out[d] = s
+        rest = iter(d for d in range(ndim) if d not in src)
+        return [next(rest) if v is None else v for v in out]
+    elif op == "t":
+        return perm
+    else:  # transpose, swapaxes, swapdims
+        a = int(_arg(args, kwargs, 1, "dim0")) % ndim
+        b = int(_arg(args, kwargs, 2, "dim1")) % ndim
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm
+
+
+def _reshaped(f: Field, a: tuple[int, ...], b: tuple[int, ...]) -> Field | None:
+    """The field after a reshape from shape `a` to shape `b` (view, flatten, unflatten, squeeze).
+
+    In row-major order an axis is known by its element stride: an input axis whose stride and
+    size reappear is kept, one spread over several output axes (tokens back to rows and columns)
+    is split, one inside a larger output axis with only other positions (or size-1 axes) is merged
+    into tokens. Positions merged with channels leave no map (None).
+    """
+
+    def strides(shape: tuple[int, ...]) -> list[int]:
+        st = [1] * len(shape)
+        for i in range(len(shape) - 2, -1, -1):
+            st[i] = st[i + 1] * shape[i + 1]
+        return st
+
+    sa, sb = strides(a), strides(b)
+    axes = f.axes(len(a))
+    if all(a[d] == 1 for d in axes):  # a 1x1 map: no positions to follow
+        return None
+    new: dict[int, list[int]] = {}
+    for d in sorted(set(axes)):
+        count = axes.count(d)
+        lo, hi = sa[d], sa[d] * a[d]  # the strides this input axis spans
+        if a[d] == 1:
+            raise TypeError("a spatial axis of size 1 among larger ones")
+        over = [j for j in range(len(b)) if b[j] > 1 and sb[j] < hi and sb[j] * b[j] > lo]
+        if len(over) == 1 and sb[over[0]] <= lo and sb[over[0]] * b[over[0]] >= hi:
+            j = over[0]
+            others = [e for e in range(len(a)) if a[e] > 1 and sa[e] < sb[j] * b[j] and sa[e] * a[e] > sb[j]]
+            if any(e not in axes for e in others):
+                return None
+            new[d] = [j] * count
+        elif len(over) == count and sb[over[-1]] == lo and sb[over[0]] * b[over[0]] == hi:
+            new[d] = over  # merged axes split back, in order
+        else:
+            raise TypeError(f"reshape {a} -> {b} splits a spatial axis")
+    seen: dict[int, int] = {}
+    dims = []
+    for d in axes:
+        dims.append(new[d][seen.get(d, 0)])
+        seen[d] = seen.get(d, 0) + 1
+    return f.moved(tuple(dims))
 
 
 def _channel_parts(args: tuple, kwargs: dict) -> tuple[int, ...] | None:

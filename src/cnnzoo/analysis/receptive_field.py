@@ -13,18 +13,32 @@ A layer with kernel k, stride s, padding p and dilation d maps (r, j, s0) to
 
 Where paths meet (a residual add, an inception concat, a gate's multiply) the field is the
 maximum over the paths, as in Araujo et al.'s treatment of multi-path networks. A tensor with no
-spatial extent left (after flatten, a linear layer or global pooling) has field None; a join
-ignores such operands (a squeeze-and-excitation gate sees the whole image by construction, and
-counting it would make every SE net's field "the whole input" after its first block).
+spatial extent left (after flatten, a linear layer or global pooling) has field None.
+
+A global operation makes the field the whole input, whatever its size: once an output unit
+depends on every input pixel, no kernel arithmetic bounds it any more. That happens where a
+summary with no spatial extent is combined with the map again (a squeeze-and-excitation gate, a
+global pool broadcast back), where every position is mixed with every other (attention, a dense
+layer or matrix product across positions, a softmax over them) and where statistics are taken
+over the positions of one sample (GroupNorm, InstanceNorm, a LayerNorm over space). `Field.whole`
+marks it, and the tables print `WHOLE_INPUT` instead of a number.
+
+`Field.dims` records which tensor axis holds each spatial axis, so that a field survives the
+reshapes of token-based and im2col code: `x.flatten(2).transpose(1, 2)` puts both image axes into
+one token axis (two entries with the same axis), `F.unfold` into the last one. None means the
+trailing axes, as in (N, C, H, W).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-__all__ = ["Field", "adaptive_window", "join", "spatial_layer"]
+__all__ = ["WHOLE_INPUT", "Field", "adaptive_window", "join", "spatial_layer"]
+
+# What the tables show for a field that covers the whole input (see the module docstring).
+WHOLE_INPUT = "whole input"
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,11 @@ class Field:
     rf: tuple[float, ...]
     jump: tuple[float, ...]
     start: tuple[float, ...]
+    whole: bool = False  # every unit sees the whole input (after a global operation)
+    dims: tuple[int, ...] | None = None  # the tensor axis of each spatial axis; None: the trailing ones
+    # Its axes were lost in a reshape the tracer cannot follow (a Swin window partition): no
+    # global operation is inferred from it, the kernel arithmetic goes on as before.
+    lost: bool = False
 
     @classmethod
     def identity(cls, ndim: int) -> Field:
@@ -44,9 +63,23 @@ class Field:
     def ndim(self) -> int:
         return len(self.rf)
 
-    def scalar_rf(self) -> int | float:
-        """The larger axis (square kernels give equal axes); an int when it is whole."""
-        return _whole(max(self.rf))
+    def scalar_rf(self) -> int | float | str:
+        """The larger axis (square kernels give equal axes), an int when it is whole; `WHOLE_INPUT`
+        after a global operation."""
+        return WHOLE_INPUT if self.whole else _whole(max(self.rf))
+
+    def axes(self, tensor_ndim: int) -> tuple[int, ...]:
+        """The tensor axis of each spatial axis in a tensor of `tensor_ndim` axes."""
+        return self.dims if self.dims is not None else tuple(range(tensor_ndim - self.ndim, tensor_ndim))
+
+    def made_whole(self) -> Field:
+        return replace(self, whole=True)
+
+    def moved(self, dims: Sequence[int] | None) -> Field:
+        return replace(self, dims=None if dims is None else tuple(dims))
+
+    def untracked(self) -> Field:
+        return replace(self, lost=True)
 
     def scalar_jump(self) -> int | float:
         return _whole(max(self.jump))
@@ -76,7 +109,7 @@ def spatial_layer(
         rf.append(r + (k_eff - 1) * j)
         start.append(s0 + ((k_eff - 1) / 2 - p) * j)
         jump.append(j * s)
-    return Field(tuple(rf), tuple(jump), tuple(start))
+    return Field(tuple(rf), tuple(jump), tuple(start), field.whole)
 
 
 def adaptive_window(size_in: int, size_out: int) -> tuple[int, float]:
@@ -95,14 +128,21 @@ def adaptive_window(size_in: int, size_out: int) -> tuple[int, float]:
 
 
 def join(fields: Sequence[Field | None]) -> Field | None:
-    """Where paths meet: the largest field and stride; None only if no operand is spatial."""
+    """Where paths meet: the largest field and stride; None only if no operand is spatial.
+
+    An operand with no spatial extent left (None) is a summary of the whole input: combined with
+    a map (a squeeze-and-excitation gate's multiply, a pooled vector added back) it makes every
+    output unit see the whole input.
+    """
     spatial = [f for f in fields if f is not None]
     if not spatial:
         return None
+    lost = any(f.lost for f in spatial)  # then a non-spatial operand may be a lost map, not a summary
+    whole = any(f.whole for f in spatial) or (len(spatial) < len(fields) and not lost)
     n = spatial[0].ndim
     spatial = [f for f in spatial if f.ndim == n]
     rf = tuple(max(f.rf[a] for f in spatial) for a in range(n))
     jump = tuple(max(f.jump[a] for f in spatial) for a in range(n))
     # The centre of the path with the widest field; aligned paths (same padding) agree anyway.
     widest = max(spatial, key=lambda f: max(f.rf))
-    return Field(rf, jump, widest.start)
+    return Field(rf, jump, widest.start, whole, widest.dims, lost)

@@ -309,6 +309,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 "memory (MiB)": f"{r['memory_bytes'] / 2**20:.1f}",
                 "RF": "" if r["receptive_field"] is None else r["receptive_field"],
                 "top-1 (%)": "" if r["top1"] is None else f"{r['top1']:.2f}",
+                # Errors, to read beside the competition's: one model, one crop.
+                "top-5 err (%)": "" if r["top5"] is None else f"{100 - r['top5']:.2f}",
+                "ILSVRC top-5 err (%)": "" if r["ilsvrc_top5_error"] is None else r["ilsvrc_top5_error"],
             }
             for r in rows
         ]
@@ -384,8 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "compare",
         help="models side by side: params, MACs, memory, receptive field, top-1",
-        description="Top-1 is torchvision's published ImageNet accuracy for models with a "
-        "torchvision twin (blank otherwise).",
+        description="Top-1 and top-5 err are torchvision's published ImageNet numbers for its "
+        "single-model weights (one 224 crop; blank without a torchvision twin). ILSVRC top-5 err "
+        "is the family's competition entry (2012-2015): ensembles tested on many crops, so lower.",
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="model names from `cnnzoo list`")
     p.add_argument("--input", metavar="CxHxW", help="one input size for all (default: each model's)")
