@@ -92,6 +92,10 @@ def _read_json(path: Path) -> Any:
 def read_run(path: str | os.PathLike) -> RunRecord:
     """The finished run in `path` (config.json, final.json, metrics.jsonl), or a one-line error."""
     folder = Path(path).expanduser()
+    if folder.is_file():
+        raise RunReportError(
+            f"{str(folder)!r} is a file; pass the run's folder (the one holding config.json)"
+        )
     if not folder.is_dir():
         raise FileNotFoundError(f"no run folder {str(folder)!r}")
     if (folder / "result.json").is_file() or any(folder.glob("*/result.json")):
@@ -208,9 +212,9 @@ def repeat_command(run: RunRecord) -> str:
 
         try:
             recipe = c.get("recipe") or default_recipe(c.get("model", ""))
-        except Exception:  # a model registered outside cnnzoo: its recipe is unknown here
-            recipe = None
-        base = resolve_config(recipe).to_dict() if recipe else {}
+            base = resolve_config(recipe).to_dict()
+        except Exception:  # a model registered outside cnnzoo, a retired recipe: every setting is written
+            base = {}
         argv = ["cnnzoo", "train", str(c.get("model")), "--data", str(c.get("data"))]
         if c.get("recipe"):
             argv += ["--recipe", c["recipe"]]
@@ -737,8 +741,19 @@ def write_run_report(
         raise RunReportError(
             f"{str(folder)!r} already holds a report ({taken[0]}); pass --overwrite to replace it"
         )
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    opt = _Options(data_root, device, batch_size, loaders)
+    try:
+        return _write(records, folder, _Options(data_root, device, batch_size, loaders))
+    except BaseException:
+        if created:  # a report that failed leaves no empty folder behind (plots it made go too)
+            for child in folder.iterdir():
+                child.unlink()
+            folder.rmdir()
+        raise
+
+
+def _write(records: Sequence[RunRecord], folder: Path, opt: _Options) -> dict[str, Any]:
     blocks: list[_Block] = []
     data: dict[str, Any] = {"kind": records[0].kind, "runs": []}
     if len(records) == 1:
