@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cnnzoo.cli.main import UsageError, check_output_dir
+from cnnzoo.cli.main import UsageError, add_threads_flag, check_output_dir
 
 __all__ = ["add_run_arguments", "cmd_run_report"]
 
@@ -31,6 +31,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="for the test-set predictions (default cpu)")
     parser.add_argument("--batch-size", type=int, default=256, help="test images per batch (default 256)")
+    add_threads_flag(parser)
 
 
 def cmd_run_report(args: argparse.Namespace) -> int:
