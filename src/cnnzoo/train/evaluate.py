@@ -236,6 +236,35 @@ def _test_loader(
     return test_loader
 
 
+class _Tally:
+    """Running loss, top-1, top-5 and confusion counts of log-probabilities against labels."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.k = min(5, num_classes)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.loss_sum, self.top5, self.n = 0.0, 0, 0
+
+    def add(self, log_probs: torch.Tensor, y: torch.Tensor) -> None:
+        n_cls = self.confusion.shape[0]
+        self.loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
+        pred = log_probs.argmax(1)
+        self.confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
+        self.top5 += int((log_probs.topk(self.k, 1).indices == y[:, None]).any(1).sum())
+        self.n += y.shape[0]
+
+    def per_class(self, classes: Sequence[str]) -> dict[str, float]:
+        """Accuracy of each true class (the confusion matrix's diagonal over its rows)."""
+        acc = (self.confusion.diag().double() / self.confusion.sum(1).clamp(min=1)).tolist()
+        return dict(zip(classes, acc, strict=True))
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "test_loss": self.loss_sum / self.n,
+            "test_top1": int(self.confusion.diag().sum()) / self.n,
+            "test_top5": self.top5 / self.n,
+        }
+
+
 @torch.no_grad()
 def evaluate(
     path: str | os.PathLike,
@@ -304,35 +333,6 @@ def average_log_probs(member_log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
     if len(member_log_probs) == 1:
         return member_log_probs[0]
     return torch.logsumexp(torch.stack(list(member_log_probs)), dim=0) - math.log(len(member_log_probs))
-
-
-class _Tally:
-    """Running loss, top-1, top-5 and confusion counts of log-probabilities against labels."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.k = min(5, num_classes)
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        self.loss_sum, self.top5, self.n = 0.0, 0, 0
-
-    def add(self, log_probs: torch.Tensor, y: torch.Tensor) -> None:
-        n_cls = self.confusion.shape[0]
-        self.loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
-        pred = log_probs.argmax(1)
-        self.confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
-        self.top5 += int((log_probs.topk(self.k, 1).indices == y[:, None]).any(1).sum())
-        self.n += y.shape[0]
-
-    def per_class(self, classes: Sequence[str]) -> dict[str, float]:
-        """Accuracy of each true class (the confusion matrix's diagonal over its rows)."""
-        acc = (self.confusion.diag().double() / self.confusion.sum(1).clamp(min=1)).tolist()
-        return dict(zip(classes, acc, strict=True))
-
-    def metrics(self) -> dict[str, float]:
-        return {
-            "test_loss": self.loss_sum / self.n,
-            "test_top1": int(self.confusion.diag().sum()) / self.n,
-            "test_top5": self.top5 / self.n,
-        }
 
 
 def _same(values: Sequence[Any], what: str, paths: Sequence[Any]) -> None:
