@@ -200,6 +200,17 @@ CASES = [
     (["report", "--reports", "{ws}/reports", "--out", "{ws}/page.html"], "result.json"),
     (["report", "--reports", "{ws}/emptydir", "--out", "{ws}/notes.txt"], "notes.txt"),
     (["report", "--reports", "{ws}/emptydir", "--out", f"{UNWRITABLE}/index.html"], "cnnzoo-out"),
+    (["report", "{ws}/emptydir"], "holds no run"),
+    (["report", "{ws}/missing"], "missing"),
+    (["report", "{ws}/reports"], "--reports"),
+    (["report", "{ws}/run", "{ws}/run"], "--out DIR"),
+    (["report", "{ws}/run", "{ws}/run", "--out", "{ws}/both"], "named twice"),
+    (["report", "{ws}/run", "--out", "{ws}/notes.txt"], "notes.txt"),
+    (["report", "{ws}/run", "--out", f"{UNWRITABLE}/r"], "cnnzoo-out"),
+    (["report", "{ws}/run", "--batch-size", "0"], "--batch-size"),
+    (["eval", "--ensemble", "{ws}/run"], "two runs"),
+    (["eval", "{ws}/run", "{ws}/run"], "--ensemble"),
+    (["eval", "--ensemble", "{ws}/run", "{ws}/missing"], "missing"),
 ]
 
 

@@ -61,6 +61,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from cnnzoo.experiments.html import collect_results, write_html_report
 
+    if args.runs:  # training and counting runs: their own report (cli/report_cmd.py)
+        from cnnzoo.cli.report_cmd import cmd_run_report
+
+        return cmd_run_report(args)
     out = args.out or f"{args.reports.rstrip('/')}/index.html"
     path = write_html_report(args.reports, out)
     n = len(collect_results(args.reports))
@@ -103,12 +107,23 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
     r = subparsers.add_parser(
         "report",
-        help="collect the finished experiments into one self-contained HTML page",
-        description="Reads REPORTS/*/result.json and writes one HTML file with every claim, verdict, table "
-        "and plot (images inlined, no external assets).",
+        help="report a training or counting run (or compare several); without RUN, collect the experiments",
+        description="With RUN folders: writes report.md and a self-contained report.html (the command, "
+        "settings, curves, final table, confusion matrix or count scatter and density maps; with "
+        "several runs the comparison table and their curves overlaid) into --out DIR (default "
+        "RUN/report for one run). Without RUN: reads REPORTS/*/result.json and writes one HTML file "
+        "with every claim, verdict, table and plot. Images are inlined, no external assets.",
     )
+    from cnnzoo.cli.report_cmd import add_run_arguments
+
+    add_run_arguments(r)
     r.add_argument(
         "--reports", default="reports", metavar="DIR", help="folder of experiment reports (default: reports)"
     )
-    r.add_argument("--out", metavar="FILE", help="the page (default: REPORTS/index.html)")
+    r.add_argument(
+        "--out",
+        metavar="FILE_or_DIR",
+        help="experiments: the page (default: REPORTS/index.html); runs: the report's folder "
+        "(default RUN/report; needed for several runs)",
+    )
     r.set_defaults(func=cmd_report)

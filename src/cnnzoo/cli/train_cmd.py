@@ -178,6 +178,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.ensemble:
+        return _eval_ensemble(args)
+    if len(args.checkpoint) > 1:
+        raise UsageError(
+            f"eval takes one run, got {len(args.checkpoint)}; pass --ensemble to average their softmax outputs"
+        )
+    args.checkpoint = args.checkpoint[0]
     confusion_png = args.confusion
     if confusion_png is None:  # eval's own picture beside the checkpoint, replaced on each eval
         src = Path(args.checkpoint)
@@ -209,6 +216,69 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     rows = [{"class": c, "accuracy (%)": f"{100 * a:.2f}"} for c, a in result["per_class"].items()]
     print(_render(rows, ["class", "accuracy (%)"], "table"))
+    if "confusion_png" in result:
+        print(f"wrote {result['confusion_png']}", file=sys.stderr)
+    return 0
+
+
+def _eval_ensemble(args: argparse.Namespace) -> int:
+    from cnnzoo.train.evaluate import evaluate_ensemble
+    from cnnzoo.train.plots import have_matplotlib, plot_confusion
+
+    if len(args.checkpoint) < 2:
+        raise UsageError("--ensemble needs two runs or more: `cnnzoo eval --ensemble RUN RUN ...`")
+    if args.confusion is None:
+        args.confusion = ""  # no default place: an ensemble has no folder of its own
+    if args.confusion and have_matplotlib():
+        check_output_file(args.confusion, "--confusion", overwrite=args.overwrite)
+    result = evaluate_ensemble(
+        args.checkpoint,
+        data=args.data,
+        model=args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+        root=args.data_root,
+        tta=args.tta,
+        progress=args.progress,
+    )
+    if args.confusion and have_matplotlib():
+        result["confusion_png"] = str(
+            plot_confusion(
+                result["confusion"],
+                result["classes"],
+                args.confusion,
+                title=f"ensemble of {result['ensemble']} (colour: share of the true class; numbers: images)",
+            )
+        )
+    if args.format == "json":
+        print(json.dumps(result, indent=2))
+        return 0
+    rows = [
+        {
+            "model": f"member {i}: {m['model']}",
+            "checkpoint": m["checkpoint"],
+            "top-1 (%)": f"{100 * m['test_top1']:.2f}",
+            "top-5 (%)": f"{100 * m['test_top5']:.2f}",
+            "loss": f"{m['test_loss']:.4f}",
+        }
+        for i, m in enumerate(result["members"], 1)
+    ]
+    rows.append(
+        {
+            "model": f"ensemble of {result['ensemble']} (softmax averaged)",
+            "checkpoint": "",
+            "top-1 (%)": f"{100 * result['test_top1']:.2f}",
+            "top-5 (%)": f"{100 * result['test_top5']:.2f}",
+            "loss": f"{result['test_loss']:.4f}",
+        }
+    )
+    print(f"ensemble on {result['data']} ({plural(result['samples'], 'test image')}, {result['tta']}):")
+    print(_render(rows, ["model", "top-1 (%)", "top-5 (%)", "loss", "checkpoint"], "table"))
+    print(
+        f"gain over the best member: top-1 {100 * result['gain_top1']:+.2f} points, "
+        f"top-5 {100 * result['gain_top5']:+.2f} points (over the members' mean: top-1 "
+        f"{100 * result['gain_top1_vs_mean']:+.2f})"
+    )
     if "confusion_png" in result:
         print(f"wrote {result['confusion_png']}", file=sys.stderr)
     return 0
@@ -479,9 +549,17 @@ def add_parsers(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "eval",
         help="top-1/5, per-class accuracy and a confusion matrix of a trained model",
-        description="CHECKPOINT is a run directory, a checkpoint directory or a .safetensors file.",
+        description="CHECKPOINT is a run directory, a checkpoint directory or a .safetensors file. "
+        "With --ensemble, several of them are evaluated as one classifier: their softmax outputs "
+        "averaged, each member's and the ensemble's accuracy printed, and the gain.",
     )
-    p.add_argument("checkpoint", metavar="DIR_or_CHECKPOINT")
+    p.add_argument("checkpoint", metavar="DIR_or_CHECKPOINT", nargs="+")
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="average the softmax outputs of two runs or more (trained on the same classes) and "
+        "report each member's accuracy, the ensemble's and the gain",
+    )
     p.add_argument("--data", help="dataset (default: the one the run trained on)")
     p.add_argument("--model", help="architecture, for files that do not name it")
     p.add_argument("--batch-size", type=int, default=256)
@@ -490,7 +568,7 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument(
         "--confusion",
         metavar="OUT.png",
-        help="confusion matrix image (default beside the checkpoint; '' for none)",
+        help="confusion matrix image (default beside the checkpoint, none for --ensemble; '' for none)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --confusion file")
     p.add_argument(

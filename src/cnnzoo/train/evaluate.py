@@ -27,8 +27,10 @@ __all__ = [
     "TTA_PROTOCOLS",
     "LoadedModel",
     "PredictionStream",
+    "average_log_probs",
     "default_input_size",
     "evaluate",
+    "evaluate_ensemble",
     "load_model",
     "predict",
     "predict_stream",
@@ -183,7 +185,6 @@ def tta_log_probs(
     return torch.logsumexp(torch.stack(views), dim=0) - math.log(len(views))
 
 
-@torch.no_grad()
 def _not_finite(path: Any) -> str:
     return (
         f"{str(path)!r} gives NaN or infinite outputs: its weights are damaged (NaN or inf in the "
@@ -191,32 +192,12 @@ def _not_finite(path: Any) -> str:
     )
 
 
-def evaluate(
-    path: str | os.PathLike,
-    *,
-    data: str | None = None,
-    model: str | None = None,
-    batch_size: int = 256,
-    device: str = "cpu",
-    root: str | None = None,
-    loaders: Any = None,
-    tta: str = "center",
-    progress: bool | None = None,
-) -> dict[str, Any]:
-    """Top-1/top-5, loss, per-class accuracy and the confusion matrix on the test split.
-
-    `tta` is the test-time protocol (`TTA_PROTOCOLS`, see `tta_views`); the result names it.
-    `progress` draws a bar of batches on stderr (default: when stderr is a terminal).
-    `loaders` is an optional callable with `cnnzoo.data.make_loaders`'s signature (tests pass
-    their own); by default the dataset named by `data` or by the run is loaded.
-    """
-    if tta not in TTA_PROTOCOLS:
-        raise ValueError(f"unknown test-time protocol {tta!r}; choose one of {', '.join(TTA_PROTOCOLS)}")
-    loaded = load_model(path, model=model, device=device)
+def _test_loader(
+    loaded: LoadedModel, data: str, *, batch_size: int, device: str, root: str | None, loaders: Any
+) -> Any:
+    """The test split of `data` prepared as `loaded`'s run saw it (its resize, its crops), after
+    checking that the dataset's classes are the model's."""
     run = loaded.run
-    data = data or run.get("data")
-    if not data:
-        raise ValueError("which dataset? pass --data NAME")
     if loaders is None:
         from cnnzoo.data import make_loaders as loaders
     import inspect
@@ -252,9 +233,66 @@ def evaluate(
             f"the run was trained on classes {', '.join(trained[:3])}, ... but {data}'s are "
             f"{', '.join(map(str, names[:3]))}, ...; evaluate on the run's own dataset ({run.get('data')})"
         )
-    confusion = torch.zeros(n_cls, n_cls, dtype=torch.int64)
-    loss_sum, n, top5 = 0.0, 0, 0
-    k = min(5, n_cls)
+    return test_loader
+
+
+class _Tally:
+    """Running loss, top-1, top-5 and confusion counts of log-probabilities against labels."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.k = min(5, num_classes)
+        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.loss_sum, self.top5, self.n = 0.0, 0, 0
+
+    def add(self, log_probs: torch.Tensor, y: torch.Tensor) -> None:
+        n_cls = self.confusion.shape[0]
+        self.loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
+        pred = log_probs.argmax(1)
+        self.confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
+        self.top5 += int((log_probs.topk(self.k, 1).indices == y[:, None]).any(1).sum())
+        self.n += y.shape[0]
+
+    def per_class(self, classes: Sequence[str]) -> dict[str, float]:
+        """Accuracy of each true class (the confusion matrix's diagonal over its rows)."""
+        acc = (self.confusion.diag().double() / self.confusion.sum(1).clamp(min=1)).tolist()
+        return dict(zip(classes, acc, strict=True))
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "test_loss": self.loss_sum / self.n,
+            "test_top1": int(self.confusion.diag().sum()) / self.n,
+            "test_top5": self.top5 / self.n,
+        }
+
+
+@torch.no_grad()
+def evaluate(
+    path: str | os.PathLike,
+    *,
+    data: str | None = None,
+    model: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    root: str | None = None,
+    loaders: Any = None,
+    tta: str = "center",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Top-1/top-5, loss, per-class accuracy and the confusion matrix on the test split.
+
+    `tta` is the test-time protocol (`TTA_PROTOCOLS`, see `tta_views`); the result names it.
+    `progress` draws a bar of batches on stderr (default: when stderr is a terminal).
+    `loaders` is an optional callable with `cnnzoo.data.make_loaders`'s signature (tests pass
+    their own); by default the dataset named by `data` or by the run is loaded.
+    """
+    if tta not in TTA_PROTOCOLS:
+        raise ValueError(f"unknown test-time protocol {tta!r}; choose one of {', '.join(TTA_PROTOCOLS)}")
+    loaded = load_model(path, model=model, device=device)
+    data = data or loaded.run.get("data")
+    if not data:
+        raise ValueError("which dataset? pass --data NAME")
+    test_loader = _test_loader(loaded, data, batch_size=batch_size, device=device, root=root, loaders=loaders)
+    tally = _Tally(int(getattr(loaded.model, "num_classes", 0)))
     total = len(test_loader) if hasattr(test_loader, "__len__") else 0
     bar = ProgressBar(total, desc=f"eval ({tta})", enabled=progress)
     for x, y in test_loader:
@@ -263,31 +301,145 @@ def evaluate(
         log_probs = tta_log_probs(loaded.model, x, protocol=tta)
         if not torch.isfinite(log_probs).all():
             raise ValueError(_not_finite(loaded.path))
-        loss_sum += torch.nn.functional.nll_loss(log_probs, y, reduction="sum").item()
-        pred = log_probs.argmax(1)
-        confusion += torch.bincount((y * n_cls + pred).cpu(), minlength=n_cls * n_cls).view(n_cls, n_cls)
-        top5 += int((log_probs.topk(k, 1).indices == y[:, None]).any(1).sum())
-        n += y.shape[0]
+        tally.add(log_probs, y)
         bar.update(1)
     bar.close()
-    if n == 0:
+    if tally.n == 0:
         raise ValueError(f"the test split of {data} holds no images: there is nothing to evaluate")
-    per_class_total = confusion.sum(1).clamp(min=1)
-    per_class = (confusion.diag().double() / per_class_total).tolist()
     classes = loaded.classes
     return {
         "checkpoint": str(loaded.path),
         "model": getattr(loaded.model, "model_name", type(loaded.model).__name__),
         "data": data,
         "tta": tta,
-        "samples": int(confusion.sum()),
-        "test_loss": loss_sum / n,
-        "test_top1": int(confusion.diag().sum()) / n,
-        "test_top5": top5 / n,
-        "per_class": {c: a for c, a in zip(classes, per_class, strict=True)},
+        "samples": tally.n,
+        **tally.metrics(),
+        "per_class": tally.per_class(classes),
         "classes": classes,
-        "confusion": confusion.tolist(),
+        "confusion": tally.confusion.tolist(),
     }
+
+
+# -- ensembles ----------------------------------------------------------------------------------
+def average_log_probs(member_log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """log of the members' softmax outputs averaged (N x classes), from each member's log-softmax.
+
+    The ensemble of Krizhevsky et al. (2012, sec. 6: "averaging the predictions of five similar
+    CNNs") and of the lecture's "7 CNN ensemble" averages probabilities; as in `tta_log_probs`
+    this is logsumexp(log-probabilities) - log(members), which does not underflow.
+    """
+    if not member_log_probs:
+        raise ValueError("an ensemble needs at least one member")
+    if len(member_log_probs) == 1:
+        return member_log_probs[0]
+    return torch.logsumexp(torch.stack(list(member_log_probs)), dim=0) - math.log(len(member_log_probs))
+
+
+def _same(values: Sequence[Any], what: str, paths: Sequence[Any]) -> None:
+    if any(v != values[0] for v in values):
+        listed = "; ".join(f"{p}: {v}" for p, v in zip(paths, values, strict=True))
+        raise ValueError(f"the runs differ in {what} ({listed}); an ensemble averages models of one task")
+
+
+@torch.no_grad()
+def evaluate_ensemble(
+    paths: Sequence[str | os.PathLike],
+    *,
+    data: str | None = None,
+    model: str | None = None,
+    batch_size: int = 256,
+    device: str = "cpu",
+    root: str | None = None,
+    loaders: Any = None,
+    tta: str = "center",
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """The models of `paths` as one classifier: their softmax outputs averaged, on the test split.
+
+    Each member sees the test images as its own run prepared them (its resize and crops) and,
+    with `tta`, averages its views first; the members' probabilities are then averaged
+    (`average_log_probs`). Returns `evaluate`'s fields for the ensemble, plus `members` (each
+    member's loss, top-1, top-5) and the gains: the ensemble's top-1 and top-5 minus the best
+    member's (`gain_top1`, `gain_top5`) and minus the members' mean (`gain_top1_vs_mean`).
+    """
+    if tta not in TTA_PROTOCOLS:
+        raise ValueError(f"unknown test-time protocol {tta!r}; choose one of {', '.join(TTA_PROTOCOLS)}")
+    if len(paths) < 2:
+        raise ValueError("an ensemble needs at least two runs: `cnnzoo eval --ensemble RUN RUN ...`")
+    members = [load_model(p, model=model, device=device) for p in paths]
+    names = [str(m.path) for m in members]
+    if len(set(names)) < len(names):
+        raise ValueError("the same weights are named twice; an ensemble of a model with itself gains nothing")
+    _same([m.classes for m in members], "class names", paths)
+    if data is None:
+        _same([m.run.get("data") for m in members], "dataset", paths)
+        data = members[0].run.get("data")
+    if not data:
+        raise ValueError("which dataset? pass --data NAME")
+    # One test loader per way of preparing the images (resize, crops): members trained at the same
+    # size share it, and the unshuffled loaders give the same images in the same order.
+    prepared: dict[str, Any] = {}
+    keyed = []
+    for m in members:
+        key = repr((m.run.get("resize_to"), m.run.get("augment") if data == m.run.get("data") else None))
+        if key not in prepared:
+            prepared[key] = _test_loader(
+                m, data, batch_size=batch_size, device=device, root=root, loaders=loaders
+            )
+        keyed.append(key)
+    n_cls = len(members[0].classes)
+    tallies = [_Tally(n_cls) for _ in members]
+    total = _Tally(n_cls)
+    first = next(iter(prepared.values()))
+    steps = len(first) if hasattr(first, "__len__") else 0
+    bar = ProgressBar(steps, desc=f"ensemble ({tta})", enabled=progress)
+    sentinel = object()
+    iterators = {key: iter(loader) for key, loader in prepared.items()}
+    while True:
+        batches = {key: next(it, sentinel) for key, it in iterators.items()}
+        ended = [b is sentinel for b in batches.values()]
+        if all(ended):
+            break
+        ys = [b[1] for b in batches.values() if b is not sentinel]
+        if any(ended) or any(not torch.equal(y, ys[0]) for y in ys):
+            raise ValueError(f"the test split of {data} comes in another order for members of other sizes")
+        y = ys[0].to(device)
+        outputs = []
+        for m, key, tally in zip(members, keyed, tallies, strict=True):
+            log_probs = tta_log_probs(m.model, batches[key][0].to(device), protocol=tta)
+            if not torch.isfinite(log_probs).all():
+                raise ValueError(_not_finite(m.path))
+            tally.add(log_probs, y)
+            outputs.append(log_probs)
+        total.add(average_log_probs(outputs), y)
+        bar.update(1)
+    bar.close()
+    if total.n == 0:
+        raise ValueError(f"the test split of {data} holds no images: there is nothing to evaluate")
+    classes = members[0].classes
+    result: dict[str, Any] = {
+        "ensemble": len(members),
+        "data": data,
+        "tta": tta,
+        "samples": total.n,
+        **total.metrics(),
+        "members": [
+            {
+                "checkpoint": str(m.path),
+                "model": getattr(m.model, "model_name", type(m.model).__name__),
+                **t.metrics(),
+            }
+            for m, t in zip(members, tallies, strict=True)
+        ],
+    }
+    for metric in ("top1", "top5"):
+        scores = [t.metrics()[f"test_{metric}"] for t in tallies]
+        result[f"gain_{metric}"] = result[f"test_{metric}"] - max(scores)
+        result[f"gain_{metric}_vs_mean"] = result[f"test_{metric}"] - sum(scores) / len(scores)
+    result["per_class"] = total.per_class(classes)
+    result["classes"] = classes
+    result["confusion"] = total.confusion.tolist()
+    return result
 
 
 # -- prediction ----------------------------------------------------------------------------------

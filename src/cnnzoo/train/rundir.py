@@ -58,6 +58,7 @@ RUN_FILES = (
     "test_scatter.png",
     "confusion.png",
     "report.*",
+    "report",  # `cnnzoo report RUN`'s folder: a report of the replaced run would describe another
 )
 
 
