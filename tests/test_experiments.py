@@ -117,6 +117,20 @@ def test_budgets_and_overrides():
         run_experiment("degradation", "tiny", overrides={"epoch": 3})
 
 
+def test_paper_budgets_follow_he_et_al_cifar_schedule():
+    # He et al. 2015, sec. 4.2: 64k iterations at batch 128 on 45k training images (5k held out
+    # for validation), lr / 10 at 32k and 48k; the step schedule divides at 50% and 75% of a run.
+    for name, train in (("degradation", 45000), ("finetune", 45000)):
+        s = get_experiment(name).budgets["paper"]
+        assert s.batch_size == 128 and s.weight_decay == 1e-4 and s.augment == "crop-flip"
+        iterations = s.epochs * train / s.batch_size
+        assert abs(iterations - 64000) / 64000 < 0.005, (name, iterations)
+        assert (0.5 * iterations, 0.75 * iterations) == pytest.approx((32000, 48000), rel=0.005)
+    finetune = get_experiment("finetune").budgets["paper"]
+    assert finetune.train_size == 0 and finetune.val_size == 5000 and finetune.image_size == 224
+    assert get_experiment("degradation").budgets["paper"].data == "cifar10"
+
+
 def test_missing_dataset_says_how_to_fetch(tmp_path):
     with pytest.raises(FileNotFoundError, match="cnnzoo data fetch fashion-mnist"):
         run_experiment(

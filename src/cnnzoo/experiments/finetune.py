@@ -43,8 +43,9 @@ class Settings:
     baselines: tuple[str, ...] = ("resnet20", "resnet56")  # from scratch at the data's own size
     weights: str = "imagenet"  # torchvision's file in torch's hub cache, or a path to one
     image_size: int = 224  # side the fine-tuned net and its scratch twin see (ImageNet's)
-    train_size: int = 0  # training images; 0: all but the validation split
-    val_size: int = 5000  # validation images outside the training subset (He et al.: 5k)
+    # Training images; 0: all but a tenth held out for validation (CIFAR-10: He et al.'s 45k/5k).
+    train_size: int = 0
+    val_size: int = 5000  # validation images outside a training subset (when train_size > 0)
     test_size: int = 0  # 0: all
     epochs: int = 182
     evals_per_epoch: int = 1
