@@ -196,6 +196,12 @@ CASES = [
     (["explore", "lenet5", "--out", "{ws}/emptydir"], "folder"),
     # -- experiments and reports
     (["experiment", "nosuchclaim"], "nosuchclaim"),
+    (["experiment", "degradation", "--set", "epochs=two"], "epochs is int"),
+    (["experiment", "degradation", "--set", "epoch=2"], "has no setting epoch"),
+    (["experiment", "degradation", "--set", "epochs"], "key=value"),
+    (["experiment", "degradation", "--budget", "huge"], "invalid choice"),
+    # No CIFAR-10 in the workspace's cache (and, here, no ImageNet weights): the file to put where.
+    (["experiment", "finetune", "--budget", "tiny", "--out", "{ws}/ft"], "--set"),
     (["report", "--reports", "{ws}/missing"], "missing"),
     (["report", "--reports", "{ws}/reports", "--out", "{ws}/page.html"], "result.json"),
     (["report", "--reports", "{ws}/emptydir", "--out", "{ws}/notes.txt"], "notes.txt"),

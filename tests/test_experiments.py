@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from cnnzoo.cli.main import main as cnnzoo_main
-from cnnzoo.experiments import EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
+from cnnzoo.experiments import BUDGETS, EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
 from cnnzoo.experiments.activations import time_to_target
 from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
 from cnnzoo.experiments.equivariance import (
@@ -34,9 +34,10 @@ from cnnzoo.experiments.equivariance import (
     shift,
 )
 from cnnzoo.experiments.plots import pareto_front
-from cnnzoo.experiments.report import ExperimentResult, Table, render_markdown
-from cnnzoo.experiments.training import StepChunks, stratified_subset
-from experiment_fakes import write_fake_root
+from cnnzoo.experiments.report import INDICATIVE, ExperimentResult, Table, render_markdown
+from cnnzoo.experiments.runner import format_setting, parse_overrides
+from cnnzoo.experiments.training import StepChunks, progress_label, stratified_subset
+from experiment_fakes import write_fake_cifar10, write_fake_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -46,19 +47,41 @@ def data_root(tmp_path_factory) -> Path:
     return write_fake_root(tmp_path_factory.mktemp("data"))
 
 
+def save_imagenet_resnet18(checkpoints: Path) -> Path:
+    """torchvision's resnet18 with random weights, saved where its ImageNet file would be."""
+    import torchvision
+
+    from cnnzoo.pretrained import imagenet_url
+
+    torch.manual_seed(0)
+    path = checkpoints / Path(imagenet_url("resnet18")).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
 # -- every experiment, end to end --------------------------------------------------------------
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_tiny_end_to_end(name, data_root, tmp_path, checked_figures):
+def test_experiment_tiny_end_to_end(name, data_root, tmp_path, checked_figures, hub_cache):
     out = tmp_path / name
+    if name == "finetune":  # CIFAR-10 and torchvision's ImageNet file, both stand-ins, offline
+        data_root = write_fake_cifar10(tmp_path / "cifar")
+        save_imagenet_resnet18(hub_cache)
     lines: list[str] = []
     result = run_experiment(name, "tiny", out, data_root=str(data_root), threads=1, log=lines.append)
-    assert lines and lines[-1].startswith(f"{name}: the claim ")
+    assert lines and lines[-1].startswith(f"{name}: {INDICATIVE} (")
 
-    # The report a person reads: verdict in words, every finding, how it was made.
+    # The report a person reads: verdict in words, every finding, how it was made. A tiny run
+    # gives no verdict, only the direction of each measurement.
     md = (out / "report.md").read_text()
     assert f"--budget tiny --out {out}" in md and f"--data-root {data_root}" in md
-    assert re.search(r"\*\*The claim (held|did not hold|held only in part)\*\*", md)
-    assert md.count("- **Held:**") + md.count("- **Did not hold:**") == len(result.findings) >= 1
+    assert "**Indicative only: budget too small.**" in md and "**The claim" not in md
+    assert result.verdict == INDICATIVE and result.outcome in ("held", "did not hold", "partly held")
+    leans = re.findall(
+        r"- \*\*Indicative only: budget too small\*\* \((as claimed|against the claim) on this run\)", md
+    )
+    assert len(leans) == len(result.findings) >= 1
+    assert leans.count("as claimed") == sum(f.held for f in result.findings)
     for needle in ("Seeds:", "Machine:", "cores", "torch ", "Wall time:", "## Measurements"):
         assert needle in md, needle
     assert all(isinstance(f.held, bool) and f.evidence for f in result.findings)
@@ -81,9 +104,10 @@ def test_experiment_tiny_end_to_end(name, data_root, tmp_path, checked_figures):
 
 
 def test_budgets_and_overrides():
+    assert BUDGETS == ("tiny", "small", "full", "paper")
     for name in EXPERIMENTS:
         exp = get_experiment(name)
-        assert set(exp.budgets) == {"tiny", "small", "full"}
+        assert tuple(exp.budgets) == BUDGETS, name  # every experiment has the papers' schedule too
         assert exp.claim and exp.source and exp.title
     with pytest.raises(ValueError, match="did you mean degradation"):
         run_experiment("degradaton", "tiny")
@@ -91,6 +115,20 @@ def test_budgets_and_overrides():
         run_experiment("nas", "huge")
     with pytest.raises(ValueError, match="has no setting epoch; its settings are"):
         run_experiment("degradation", "tiny", overrides={"epoch": 3})
+
+
+def test_paper_budgets_follow_he_et_al_cifar_schedule():
+    # He et al. 2015, sec. 4.2: 64k iterations at batch 128 on 45k training images (5k held out
+    # for validation), lr / 10 at 32k and 48k; the step schedule divides at 50% and 75% of a run.
+    for name, train in (("degradation", 45000), ("finetune", 45000)):
+        s = get_experiment(name).budgets["paper"]
+        assert s.batch_size == 128 and s.weight_decay == 1e-4 and s.augment == "crop-flip"
+        iterations = s.epochs * train / s.batch_size
+        assert abs(iterations - 64000) / 64000 < 0.005, (name, iterations)
+        assert (0.5 * iterations, 0.75 * iterations) == pytest.approx((32000, 48000), rel=0.005)
+    finetune = get_experiment("finetune").budgets["paper"]
+    assert finetune.train_size == 0 and finetune.val_size == 5000 and finetune.image_size == 224
+    assert get_experiment("degradation").budgets["paper"].data == "cifar10"
 
 
 def test_missing_dataset_says_how_to_fetch(tmp_path):
@@ -117,7 +155,9 @@ def test_cli_experiment_and_errors(data_root, tmp_path, capsys):
         [sys.executable, "-m", "cnnzoo", *args, "--threads", "1"], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    assert "the claim" in done.stdout and (out / "report.md").is_file() and (out / "rotation.png").is_file()
+    assert done.stdout.startswith(f"{get_experiment('equivariance').title}: {INDICATIVE}\n")
+    assert f"  [{INDICATIVE}] " in done.stdout
+    assert (out / "report.md").is_file() and (out / "rotation.png").is_file()
 
     # The rest in this process (main() is what the console script calls).
     assert cnnzoo_main(["experiment", "--list", "--format", "json"]) == 0
@@ -174,24 +214,258 @@ def test_cli_experiment_writes_under_runs_and_keeps_a_report_unless_overwrite(tm
     assert calls == [default] and (default / "result.json").read_text() == "{}"  # nothing ran or changed
 
     assert cnnzoo_main([*argv, "--overwrite"]) == 0
-    assert len(calls) == 2 and read_result(default).verdict == "held"
+    assert len(calls) == 2 and read_result(default).outcome == "held"
+    assert read_result(default).verdict == INDICATIVE  # a tiny run
     assert cnnzoo_main([*argv, "--out", "reports/degradation"]) == 0
     assert (tmp_path / "reports" / "degradation" / "report.md").is_file()
     capsys.readouterr()
 
 
 # -- the report --------------------------------------------------------------------------------
-def test_verdict_wording():
-    r = ExperimentResult("x", "T", "claim", "src", tables=[Table("t", ["a", "b"], [[1, 2.5]])])
+@pytest.mark.parametrize("budget", ["full", "paper", None])
+def test_verdict_wording(budget):
+    # full and paper runs (and results without a budget) decide the claim.
+    meta = {} if budget is None else {"budget": budget}
+    r = ExperimentResult("x", "T", "claim", "src", tables=[Table("t", ["a", "b"], [[1, 2.5]])], meta=meta)
     assert r.verdict == "no finding"
     r.findings = [Finding("a", True, "e"), Finding("b", True, "e")]
     assert r.verdict == "held" and "**The claim held**" in render_markdown(r)
+    assert r.headline == "the claim held" and r.label(r.findings[0]) == "held"
     r.findings[1].held = False
     assert r.verdict == "partly held" and "**The claim held only in part**" in render_markdown(r)
+    assert r.headline == "the claim held only in part"
     r.findings[0].held = False
     md = render_markdown(r)
     assert r.verdict == "did not hold" and "**The claim did not hold**" in md
     assert "- **Did not hold:** a — e" in md and "| 1 | 2.5 |" in md
+    assert INDICATIVE not in md and "indicative" not in r.to_dict()["verdict"]
+
+
+@pytest.mark.parametrize("budget", ["tiny", "small"])
+def test_small_budgets_give_indicative_verdicts_everywhere(budget, tmp_path):
+    from cnnzoo.experiments.html import render_html
+    from cnnzoo.experiments.report import write_result
+
+    findings = [Finding("first", True, "1 > 0"), Finding("second", False, "0 < 1")]
+    r = ExperimentResult("x", "T", "claim", "src", findings=findings, meta={"budget": budget})
+    assert r.verdict == INDICATIVE == "indicative only: budget too small"
+    assert r.outcome == "partly held"  # what the numbers say is kept, not shown as a verdict
+    assert [r.label(f) for f in r.findings] == [INDICATIVE, INDICATIVE] and r.headline == INDICATIVE
+
+    md = render_markdown(r)
+    assert "**Indicative only: budget too small.**" in md and f"A `{budget}` run" in md
+    assert "- **Indicative only: budget too small** (as claimed on this run): first — 1 > 0" in md
+    assert "- **Indicative only: budget too small** (against the claim on this run): second — 0 < 1" in md
+    assert "**The claim" not in md and "**Held:**" not in md and "**Did not hold:**" not in md
+
+    write_result(r, tmp_path)
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["verdict"] == INDICATIVE and saved["labels"] == [INDICATIVE, INDICATIVE]
+    assert saved["outcome"] == "partly held" and read_result(tmp_path).verdict == INDICATIVE
+
+    page = render_html([(tmp_path, r)], tmp_path)
+    badges = re.findall(r'<span class="badge ([\w-]+)">([^<]*)</span>', page)
+    assert badges == [("indicative", INDICATIVE)] * 4  # summary row, section heading, each finding
+    assert "claim held" not in page and ">held<" not in page and "1 of 2 (indicative)" in page
+
+
+def test_cli_prints_the_budgets_verdict(tmp_path, monkeypatch, capsys):
+    from cnnzoo.experiments import runner
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        epochs: int = 1
+
+    def run(settings, ctx):
+        return ExperimentResult("nas", "T", "claim", "src", findings=[Finding("a", True, "e")])
+
+    budgets = {b: Settings() for b in BUDGETS}
+    fake = runner.Experiment("nas", "T", "claim", "src", budgets, run)
+    monkeypatch.setattr(runner, "get_experiment", lambda name: fake)
+    for budget, head, label in [
+        ("tiny", INDICATIVE, INDICATIVE),
+        ("small", INDICATIVE, INDICATIVE),
+        ("full", "the claim held", "held"),
+        ("paper", "the claim held", "held"),
+    ]:
+        argv = ["experiment", "nas", "--budget", budget, "--out", str(tmp_path / budget)]
+        assert cnnzoo_main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"T: {head}\n  [{label}] a: e\n"), out
+
+
+# -- --set --------------------------------------------------------------------------------------
+def test_set_parses_each_value_to_its_fields_type():
+    deg, eq, eff = get_experiment("degradation"), get_experiment("equivariance"), get_experiment("efficiency")
+    got = parse_overrides(
+        deg,
+        "tiny",
+        ["epochs=12", "lr=0.05", "models=resnet20, resnet56", "augment=crop-flip", "train_size=1_000"],
+    )
+    assert got == {
+        "epochs": 12,
+        "lr": 0.05,
+        "models": ("resnet20", "resnet56"),
+        "augment": "crop-flip",
+        "train_size": 1000,
+    }
+    assert type(got["lr"]) is float and type(got["epochs"]) is int
+    assert parse_overrides(deg, "tiny", ["augment=none"]) == {"augment": None}  # str | None
+    assert parse_overrides(eq, "tiny", ["p4_widths=4,8,16"]) == {"p4_widths": (4, 8, 16)}
+    assert parse_overrides(get_experiment("finetune"), "tiny", ["download=yes"]) == {"download": True}
+    assert parse_overrides(get_experiment("finetune"), "tiny", ["download=false"]) == {"download": False}
+    kwargs = parse_overrides(eff, "tiny", ['model_kwargs={"lenet5": {"act": "relu"}}'])
+    assert kwargs == {"model_kwargs": {"lenet5": {"act": "relu"}}}
+    # What the command line shows parses back to the same values.
+    for key, value in {**got, "augment": None, "p4_widths": (4, 8, 16), **kwargs}.items():
+        exp = eq if key == "p4_widths" else eff if key == "model_kwargs" else deg
+        assert parse_overrides(exp, "tiny", [f"{key}={format_setting(value)}"]) == {key: value}
+
+
+@pytest.mark.parametrize(
+    ("pair", "message"),
+    [
+        ("epochs=two", "--set epochs=two: degradation's setting epochs is int (invalid literal"),
+        ("epochs=two", "e.g. --set epochs=12"),
+        ("lr=fast", "setting lr is float"),
+        ("models=", None),  # an empty tuple parses; the experiment decides what it means
+        ("warmup_epochs=1,2", "warmup_epochs is float"),
+        ("epoch=3", "degradation has no setting epoch; its settings are augment, batch_size, data,"),
+        ("epochs", "--set takes key=value, e.g. --set epochs=12; got 'epochs'"),
+        ("=3", "--set takes key=value"),
+    ],
+)
+def test_set_errors_name_the_field_and_its_type(pair, message):
+    exp = get_experiment("degradation")
+    if message is None:
+        assert parse_overrides(exp, "tiny", [pair]) == {"models": ()}
+        return
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_overrides(exp, "tiny", [pair])
+
+
+def test_set_errors_for_tuples_and_booleans():
+    with pytest.raises(ValueError, match=r"p4_widths is tuple\[int, int, int\] \(needs 3 comma-separated"):
+        parse_overrides(get_experiment("equivariance"), "tiny", ["p4_widths=4,8"])
+    with pytest.raises(ValueError, match=r"download is bool .*e\.g\. --set download=true"):
+        parse_overrides(get_experiment("finetune"), "tiny", ["download=maybe"])
+
+
+def test_cli_set_reaches_the_settings_report_and_command(tmp_path, monkeypatch, capsys):
+    from cnnzoo.experiments import runner
+
+    @dataclasses.dataclass(frozen=True)
+    class Settings:
+        epochs: int = 1
+        models: tuple[str, ...] = ("a",)
+
+    seen = []
+
+    def run(settings, ctx):
+        seen.append(settings)
+        return ExperimentResult("degradation", "T", "claim", "src", findings=[Finding("a", True, "e")])
+
+    fake = runner.Experiment("degradation", "T", "claim", "src", {"tiny": Settings()}, run)
+    monkeypatch.setattr(runner, "get_experiment", lambda name: fake)
+    out = tmp_path / "r"
+    argv = ["experiment", "degradation", "--budget", "tiny", "--out", str(out)]
+    assert cnnzoo_main([*argv, "--set", "epochs=12", "--set", "models=b,c"]) == 0
+    assert seen == [Settings(epochs=12, models=("b", "c"))]
+    capsys.readouterr()
+    md = (out / "report.md").read_text()
+    command = f"cnnzoo experiment degradation --budget tiny --out {out} --set epochs=12 --set models=b,c"
+    assert f"- Command: `{command}`" in md and "`epochs=12`" in md
+    meta = read_result(out).meta
+    assert meta["overrides"] == {"epochs": 12, "models": ["b", "c"]} and meta["settings"]["epochs"] == 12
+
+    # A bad value is one line, before anything runs.
+    assert cnnzoo_main([*argv, "--overwrite", "--set", "epochs=many"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--set epochs=many: degradation's setting epochs is int" in err
+    assert len(seen) == 1
+
+
+# -- progress -----------------------------------------------------------------------------------
+def test_progress_label_counts_what_the_settings_say():
+    assert progress_label(3, epochs=12, evals_per_epoch=1, steps=None, chunk=10) == "epoch 3/12"
+    assert progress_label(3, epochs=2, evals_per_epoch=4, steps=None, chunk=10) == "epoch 1/2, evaluation 3/4"
+    assert progress_label(5, epochs=2, evals_per_epoch=4, steps=None, chunk=10) == "epoch 2/2, evaluation 1/4"
+    assert progress_label(2, epochs=1, evals_per_epoch=1, steps=150, chunk=75) == "step 150/150"
+    assert progress_label(3, epochs=1, evals_per_epoch=1, steps=100, chunk=34) == "step 100/100"
+
+
+def test_training_lines_count_the_settings_epochs(data_root, tmp_path):
+    from cnnzoo.experiments.runner import Context
+    from cnnzoo.experiments.training import load_dataset, train_run
+
+    data = load_dataset("fashion-mnist", str(data_root))
+    lines: list[str] = []
+    ctx = Context(out=tmp_path, log=lines.append)
+    idx = torch.arange(64)
+    train_run(ctx, "a", "lenet5", data=data, train_idx=idx, epochs=3, batch_size=32, precise_bn=0)
+    epochs = [line.split("]  ", 1)[-1].split("  train")[0] for line in lines if "train loss" in line]
+    assert [e.split("] ")[-1] for e in epochs] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    lines.clear()
+    train_run(ctx, "b", "lenet5", data=data, train_idx=idx, steps=4, evals=2, batch_size=32, precise_bn=0)
+    steps = [line.split("] ")[-1].split("  train")[0] for line in lines if "train loss" in line]
+    assert steps == ["step 2/4", "step 4/4"]
+
+
+# -- finetune -----------------------------------------------------------------------------------
+def test_finetune_offline_names_the_weights_file_then_the_cifar_files(tmp_path, hub_cache, capsys):
+    out = tmp_path / "out"
+    empty = str(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError) as e:
+        run_experiment("finetune", "tiny", out, data_root=empty, log=lambda s: None)
+    text = str(e.value)
+    assert str(hub_cache / "resnet18-f37072fd.pth") in text and "--set download=true" in text
+    assert "--set weights=PATH" in text and not out.exists()  # nothing ran, nothing written
+
+    save_imagenet_resnet18(hub_cache)
+    with pytest.raises(FileNotFoundError) as e:
+        run_experiment("finetune", "tiny", out, data_root=empty, log=lambda s: None)
+    text = str(e.value)
+    folder = Path(empty) / "cifar10" / "cifar-10-batches-py"
+    assert f"CIFAR-10 is not in {Path(empty) / 'cifar10'}" in text and str(folder) in text
+    for needed in (
+        "cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+        "data_batch_1",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+        "cnnzoo data fetch cifar10",
+        "--set data=fashion-mnist",
+    ):
+        assert needed in text, needed
+
+    # On the command line: one line, exit 2.
+    argv = ["experiment", "finetune", "--budget", "tiny", "--out", str(out), "--data-root", empty]
+    assert cnnzoo_main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cnnzoo: error: ")]
+    assert len(errors) == 1 and "CIFAR-10 is not in" in errors[0]
+    assert cnnzoo_main([*argv, "--set", f"weights={tmp_path / 'none.pth'}"]) == 2
+    assert "--set weights=" in capsys.readouterr().err
+
+
+def test_finetune_starts_from_the_weights_file_and_scratch_does_not(tmp_path, hub_cache, checked_figures):
+    # With no learning (the engine refuses lr 0; 1e-30 moves no float32 weight of this size) the
+    # fine-tuned net ends with the file's trunk, bit for bit; the scratch twin does not.
+    from safetensors.torch import load_file
+
+    state = torch.load(save_imagenet_resnet18(hub_cache), weights_only=True)
+    root = write_fake_cifar10(tmp_path / "data")
+    out = tmp_path / "out"
+    overrides = {"finetune_lr": 1e-30, "weight_decay": 0.0, "baselines": (), "image_size": 32}
+    run_experiment(
+        "finetune", "tiny", out, data_root=str(root), threads=1, overrides=overrides, log=lambda s: None
+    )
+    for run, same in (("resnet18-imagenet", True), ("resnet18-scratch", False)):
+        trained = load_file(out / "runs" / run / "model.safetensors")
+        convs = [v for k, v in trained.items() if v.shape == state["layer4.1.conv2.weight"].shape]
+        assert any(torch.equal(v, state["layer4.1.conv2.weight"]) for v in convs) is same, run
+        stems = [v for v in trained.values() if v.shape == state["conv1.weight"].shape]
+        assert len(stems) == 1 and torch.equal(stems[0], state["conv1.weight"]) is same, run
 
 
 # -- the measurements, against oracles ----------------------------------------------------------

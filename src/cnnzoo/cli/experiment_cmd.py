@@ -32,7 +32,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     from cnnzoo.data import DataError
+    from cnnzoo.experiments.runner import get_experiment, parse_overrides
 
+    # Parsed before anything runs: a misspelt setting costs no training.
+    overrides = parse_overrides(get_experiment(args.name), args.budget, args.set or [])
     try:
         result = run_experiment(
             args.name,
@@ -41,6 +44,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             seed=args.seed,
             threads=args.threads,
             data_root=args.data_root,
+            overrides=overrides,
             overwrite=args.overwrite,
         )
     except ImportError as e:  # matplotlib missing: the plots are part of the report
@@ -48,8 +52,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     except DataError as e:
         raise UsageError(str(e)) from e
     out = Path(args.out) if args.out else default_out(args.name)
-    lines = [f"{result.title}: the claim {result.verdict}"]
-    lines += [f"  [{'held' if f.held else 'did not hold'}] {f.claim}: {f.evidence}" for f in result.findings]
+    lines = [f"{result.title}: {result.headline}"]
+    lines += [f"  [{result.label(f)}] {f.claim}: {f.evidence}" for f in result.findings]
     lines.append(
         f"report: {out / 'report.md'} ({result.meta['wall_seconds'] / 60:.1f} min); "
         f"`cnnzoo report --reports {out.parent}` collects all"
@@ -74,7 +78,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     """Register `cnnzoo experiment` and `cnnzoo report` on the main parser's subparsers."""
-    from cnnzoo.experiments import EXPERIMENTS
+    from cnnzoo.experiments import BUDGETS, EXPERIMENTS
 
     p = subparsers.add_parser(
         "experiment",
@@ -83,12 +87,22 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "command, seeds, machine, wall time, tables) with its PNG plots and result.json. Experiments: "
         + ", ".join(EXPERIMENTS)
         + ". Budgets: tiny (seconds, a smoke test), small (a few minutes on 2 CPU cores), full (what the "
-        "reports under reports/ were made with).",
+        "reports under reports/ were made with), paper (the papers' own schedules, for a GPU). At tiny "
+        "and small the verdict reads 'indicative only: budget too small'. Any setting of the budget "
+        "can be changed with --set KEY=VALUE (`cnnzoo experiment --list` names the budgets; a wrong "
+        "key lists the settings).",
     )
     # No argparse `choices`: an unknown name is then one line with the closest names (run_experiment).
     p.add_argument("name", nargs="?", metavar="NAME", help="one of: " + ", ".join(EXPERIMENTS))
     p.add_argument("--list", action="store_true", help="list the experiments and exit")
-    p.add_argument("--budget", choices=["tiny", "small", "full"], default="small", help="default: small")
+    p.add_argument("--budget", choices=BUDGETS, default="small", help="default: small")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="change one of the budget's settings, e.g. --set epochs=12 or --set models=resnet20,resnet56 "
+        "(repeatable; tuples comma-separated, booleans true/false)",
+    )
     p.add_argument(
         "--out",
         metavar="DIR",

@@ -1,7 +1,8 @@
 """Experiments that reproduce the lectures' claims on real data, one command each.
 
     cnnzoo experiment degradation --budget small     # or transfer, activations, equivariance,
-    cnnzoo experiment --list                          #    efficiency, nas
+    cnnzoo experiment --list                          #    efficiency, nas, finetune
+    cnnzoo experiment finetune --set epochs=10        # any setting; --budget tiny/small/full/paper
     cnnzoo report                                     # reports/*/ -> reports/index.html
 
 >>> from cnnzoo.experiments import run_experiment
@@ -11,6 +12,7 @@
 
 Each writes `OUT/report.md` (the claim, a plain verdict per finding, the exact command, seeds,
 machine and wall time, tables and plots) and `OUT/result.json`, which `cnnzoo report` renders.
+At the tiny and small budgets the verdict reads "indicative only: budget too small".
 """
 
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table, read_result

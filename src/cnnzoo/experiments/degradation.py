@@ -36,12 +36,28 @@ class Settings:
     lr: float = 0.1
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5  # linear, for every net alike
+    augment: str | None = None  # "crop-flip": He et al.'s 4-pixel padding, random crop and flip
 
 
 BUDGETS = {
     "tiny": Settings(train_size=128, test_size=64, epochs=1, evals_per_epoch=2, batch_size=32),
     "small": Settings(train_size=2000, test_size=1000, epochs=2, evals_per_epoch=4),
     "full": Settings(train_size=8000, test_size=1000, epochs=4, evals_per_epoch=3),
+    # He et al. 2015, sec. 4.2: CIFAR-10 on a 45k/5k train/val split, batch 128, SGD momentum 0.9,
+    # weight decay 1e-4, lr 0.1 divided by 10 at 32k and 48k iterations, stopped at 64k (182
+    # epochs of 45,000 images), 4-pixel padding + random 32x32 crop + horizontal flip; Fig. 6's
+    # plain and residual nets of depth 20 to 56. Their warm-up (lr 0.01 for about 400 iterations,
+    # ResNet-110 only) is the linear warm-up here, over the same 400 iterations, for every net.
+    "paper": Settings(
+        data="cifar10",
+        models=("plain20", "plain32", "plain44", "plain56", "resnet20", "resnet32", "resnet44", "resnet56"),
+        train_size=45000,
+        test_size=10000,
+        epochs=182,
+        evals_per_epoch=1,
+        warmup_epochs=400 * 128 / 45000,
+        augment="crop-flip",
+    ),
 }
 
 
@@ -79,6 +95,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             # He et al. sec. 4.2: lr / 10 at 32k and 48k of 64k iterations (50% and 75%).
             schedule="step",
             warmup_steps=round(s.warmup_epochs * len(train_idx) / s.batch_size),
+            augment=s.augment,
             seed=ctx.seed,
         )
 

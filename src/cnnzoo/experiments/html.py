@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cnnzoo.atomic import atomic_write_text
-from cnnzoo.experiments.report import RESULT_FILE, ExperimentResult, format_cell, read_result
+from cnnzoo.experiments.report import INDICATIVE, RESULT_FILE, ExperimentResult, format_cell, read_result
 from cnnzoo.experiments.runner import EXPERIMENTS
 
 __all__ = ["collect_results", "render_html", "write_html_report"]
@@ -35,6 +35,7 @@ blockquote { margin: .8rem 0; padding: .4rem 1rem; border-left: 4px solid #9fb3c
          white-space: nowrap; }
 .held { background: #dff3e4; color: #1e6b34; } .did-not-hold { background: #fbe3e1; color: #8a2119; }
 .partly-held { background: #fff1cc; color: #7a5600; } .no-finding { background: #e8eaee; color: #444; }
+.indicative { background: #e3ecf8; color: #2b4a73; }
 table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: .88rem; display: block; overflow-x: auto; }
 th, td { border: 1px solid #dde2e8; padding: .25rem .55rem; text-align: left; vertical-align: top; }
 th { background: #eef1f5; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
@@ -66,7 +67,9 @@ _VERDICT = {
     "did not hold": "claim did not hold",
     "partly held": "claim held in part",
     "no finding": "no finding",
+    INDICATIVE: INDICATIVE,
 }
+_CSS_CLASS = {INDICATIVE: "indicative"}
 
 
 def collect_results(reports: str | os.PathLike) -> list[tuple[Path, ExperimentResult]]:
@@ -88,7 +91,7 @@ def _e(text: object) -> str:
 
 
 def _badge(verdict: str, label: str | None = None) -> str:
-    css = verdict.replace(" ", "-")
+    css = _CSS_CLASS.get(verdict, verdict.replace(" ", "-"))
     return f'<span class="badge {css}">{_e(label or _VERDICT.get(verdict, verdict))}</span>'
 
 
@@ -159,8 +162,12 @@ def _duration(seconds: float) -> str:
 def _section(folder: Path, r: ExperimentResult, page_dir: Path) -> str:
     m = r.meta
     machine = m.get("machine", {})
+
+    def lean(f) -> str:  # at tiny and small, which way the measurement went
+        return f" ({'as claimed' if f.held else 'against the claim'} on this run)" if r.indicative else ""
+
     findings = "".join(
-        f"<li>{_badge('held' if f.held else 'did not hold', 'held' if f.held else 'did not hold')} {_e(f.claim)} — {_e(f.evidence)}</li>"
+        f"<li>{_badge(r.label(f), r.label(f))}{_e(lean(f))} {_e(f.claim)} — {_e(f.evidence)}</li>"
         for f in r.findings
     )
     notes = "".join(f"<li>{_e(n)}</li>" for n in r.notes)
@@ -201,7 +208,7 @@ def render_html(results: list[tuple[Path, ExperimentResult]], page_dir: str | os
     page_dir = Path(page_dir)
     rows = "".join(
         f"<tr><td><a href='#{_e(r.name)}'>{_e(r.title)}</a></td><td>{_badge(r.verdict)}</td>"
-        f"<td>{sum(f.held for f in r.findings)} of {len(r.findings)}</td>"
+        f"<td>{sum(f.held for f in r.findings)} of {len(r.findings)}{' (indicative)' if r.indicative else ''}</td>"
         f"<td><code>{_e(r.meta.get('budget', ''))}</code></td>"
         f"<td class='num'>{_e(_duration(float(r.meta.get('wall_seconds', 0))))}</td></tr>"
         for _, r in results

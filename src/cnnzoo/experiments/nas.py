@@ -86,6 +86,23 @@ BUDGETS = {
         epochs=3,
         latency_rounds=25,
     ),
+    # Real et al. 2019 (arXiv:1802.01548), sec. 3 and appendix: population 100, sample 25, 20,000
+    # models, each child trained 25 epochs on a 45k/5k split of CIFAR-10's training set (here the
+    # same share of Fashion-MNIST's 60,000: 54k/6k); random search gets as many models (Li &
+    # Talwalkar 2019). The winner and the baselines then train on all the data for He et al.'s
+    # 137-epoch schedule length, as in the efficiency experiment's paper budget.
+    "paper": Settings(
+        candidates=20000,
+        population=100,
+        tournament=25,
+        proxy_train_size=54000,
+        proxy_val_size=6000,
+        proxy_epochs=25,
+        train_size=0,
+        test_size=0,
+        epochs=137,
+        latency_rounds=50,
+    ),
 }
 
 

@@ -5,6 +5,11 @@ per testable part of it (held or not, and the numbers that decide it), tables, f
 raw measurements. The runner adds how it was made (`meta`: command, budget and its settings,
 seeds, machine, wall time), so a report always says what budget, machine and time it took.
 `result.json` is what `cnnzoo report` reads to build the HTML page.
+
+The verdict follows the budget: a run at an `INDICATIVE_BUDGETS` budget (tiny, small) is far
+shorter than the papers' schedules, so its verdict and every finding's label read
+"indicative only: budget too small" whatever the numbers say (`outcome` keeps what they say).
+Only full and paper runs say held or did not hold. Every experiment gets this from here.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "INDICATIVE",
+    "INDICATIVE_BUDGETS",
     "ExperimentResult",
     "Figure",
     "Finding",
@@ -26,6 +33,10 @@ __all__ = [
 
 RESULT_FILE = "result.json"
 REPORT_FILE = "report.md"
+
+# Budgets too small to decide a claim: minutes on a CPU against the papers' hours on GPUs.
+INDICATIVE_BUDGETS = ("tiny", "small")
+INDICATIVE = "indicative only: budget too small"
 
 
 @dataclass
@@ -65,8 +76,9 @@ class ExperimentResult:
     meta: dict[str, Any] = field(default_factory=dict)  # filled in by the runner
 
     @property
-    def verdict(self) -> str:
-        """'held', 'did not hold' or 'partly held' (some findings held, some did not)."""
+    def outcome(self) -> str:
+        """What the numbers say, whatever the budget: 'held', 'did not hold', 'partly held' (some
+        findings held, some did not) or 'no finding'."""
         held = [f.held for f in self.findings]
         if not held:
             return "no finding"
@@ -74,9 +86,36 @@ class ExperimentResult:
             return "held"
         return "did not hold" if not any(held) else "partly held"
 
+    @property
+    def indicative(self) -> bool:
+        """Whether the run's budget (the runner's `meta["budget"]`) is too small to decide the claim."""
+        return self.meta.get("budget") in INDICATIVE_BUDGETS
+
+    @property
+    def verdict(self) -> str:
+        """The outcome at a full or paper budget; at tiny and small, `INDICATIVE`."""
+        if self.indicative and self.findings:
+            return INDICATIVE
+        return self.outcome
+
+    def label(self, finding: Finding) -> str:
+        """A finding's label: 'held' or 'did not hold', or `INDICATIVE` at tiny and small."""
+        if self.indicative:
+            return INDICATIVE
+        return "held" if finding.held else "did not hold"
+
+    @property
+    def headline(self) -> str:
+        """The verdict as a phrase: 'the claim held', ... or 'indicative only: budget too small'."""
+        if self.verdict in (INDICATIVE, "no finding"):
+            return self.verdict
+        return "the claim " + {"partly held": "held only in part"}.get(self.verdict, self.verdict)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["verdict"] = self.verdict
+        d["outcome"] = self.outcome
+        d["labels"] = [self.label(f) for f in self.findings]
         return d
 
     @classmethod
@@ -128,6 +167,9 @@ def render_markdown(result: ExperimentResult) -> str:
         "did not hold": "**The claim did not hold** on this data at this budget.",
         "partly held": "**The claim held only in part** on this data at this budget.",
         "no finding": "No finding was measured.",
+        INDICATIVE: f"**Indicative only: budget too small.** A `{m.get('budget')}` run is far shorter "
+        "than the papers' schedules, so it neither confirms nor refutes the claim; run `--budget full` "
+        "or `--budget paper` for a verdict. The direction of each measurement is given below.",
     }[result.verdict]
     lines = [
         f"# {result.title}",
@@ -141,7 +183,15 @@ def render_markdown(result: ExperimentResult) -> str:
         "",
     ]
     for f in result.findings:
-        lines.append(f"- **{'Held' if f.held else 'Did not hold'}:** {f.claim} — {f.evidence}")
+        label = result.label(f)
+        if label == INDICATIVE:
+            # The measured direction, so a small run still shows which way it leans.
+            lean = "as claimed" if f.held else "against the claim"
+            lines.append(
+                f"- **Indicative only: budget too small** ({lean} on this run): {f.claim} — {f.evidence}"
+            )
+        else:
+            lines.append(f"- **{label.capitalize()}:** {f.claim} — {f.evidence}")
     lines.append("")
     if result.notes:
         lines += ["Why, and what to keep in mind:", ""]

@@ -44,6 +44,7 @@ __all__ = [
     "normalize",
     "options_note",
     "predict",
+    "progress_label",
     "recompute_bn_stats",
     "resolve_data",
     "stratified_subset",
@@ -154,9 +155,17 @@ def recompute_bn_stats(model: nn.Module, batches: list[torch.Tensor]) -> None:
     model.train(was_training)
 
 
-def bn_batches(x: torch.Tensor, info: Any, n: int, batch_size: int = 128) -> list[torch.Tensor]:
-    """The first `n` images of a (shuffled) uint8 training subset, normalised, in batches."""
+def bn_batches(
+    x: torch.Tensor, info: Any, n: int, batch_size: int = 128, resize_to: int | None = None
+) -> list[torch.Tensor]:
+    """The first `n` images of a (shuffled) uint8 training subset, normalised (and resized as the
+    loaders resize: bilinear, antialiased when shrinking), in batches."""
     x = normalize(x[:n], info)
+    if resize_to is not None and tuple(x.shape[-2:]) != (resize_to, resize_to):
+        shrink = resize_to < x.shape[-2] or resize_to < x.shape[-1]
+        x = torch.nn.functional.interpolate(
+            x, size=(resize_to, resize_to), mode="bilinear", align_corners=False, antialias=shrink
+        )
     return [x[i : i + batch_size] for i in range(0, x.shape[0], batch_size)]
 
 
@@ -242,6 +251,21 @@ def validation_subset(
     return candidates[pick]
 
 
+def progress_label(
+    chunk_index: int, *, epochs: float, evals_per_epoch: int, steps: int | None, chunk: int
+) -> str:
+    """A run's progress after its `chunk_index`-th evaluation interval, in the settings' units:
+    "step 150/300" for a run of `steps`, else "epoch 3/12" (one evaluation an epoch) or
+    "epoch 2/4, evaluation 3/4" (several)."""
+    if steps is not None:
+        return f"step {min(chunk_index * chunk, steps):,}/{steps:,}"
+    total = f"{epochs:g}"
+    if evals_per_epoch <= 1:
+        return f"epoch {chunk_index}/{total}"
+    epoch, within = divmod(chunk_index - 1, evals_per_epoch)
+    return f"epoch {epoch + 1}/{total}, evaluation {within + 1}/{evals_per_epoch}"
+
+
 def train_run(
     ctx: Context,
     name: str,
@@ -267,6 +291,8 @@ def train_run(
     pretrained: str | None = None,
     precise_bn: int = 512,
     val_size: int | None = None,
+    resize_to: int | None = None,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> RunResult:
     """Train `model` (a registered name or any nn.Module) on a subset of `data` with the engine.
 
@@ -275,7 +301,9 @@ def train_run(
     evaluation reads a validation set of `val_size` training images outside the subset (default
     a tenth of the subset, 100 to 2,000 images) and, for the curve only, the test subset. The
     learning rate rises linearly over the first `warmup_steps` steps. Before each evaluation the
-    BatchNorm statistics are recomputed on `precise_bn` training images (0: not).
+    BatchNorm statistics are recomputed on `precise_bn` training images (0: not). `resize_to`
+    resizes every image to that side (a pretrained net's input size); `normalization` is the
+    (mean, std) to use instead of the dataset's (ImageNet's, for ImageNet weights).
     """
     from cnnzoo.data import TensorLoader, split_validation
     from cnnzoo.train import Trainer, resolve_config
@@ -284,6 +312,12 @@ def train_run(
         def evaluate(self, split: str = "val") -> dict[str, float]:
             recompute_bn_stats(self.raw_model, stats_batches)
             return super().evaluate(split)
+
+        def epoch_label(self, epoch: int) -> str:
+            # The Trainer's epochs are evaluation intervals here: count what the settings say.
+            return progress_label(
+                epoch, epochs=epochs, evals_per_epoch=evals_per_epoch, steps=steps, chunk=chunk_steps
+            )
 
     x_all, y_all = data.train
     n_train = y_all.shape[0] if train_idx is None else train_idx.shape[0]
@@ -303,7 +337,9 @@ def train_run(
         tx, ty = tx[test_idx], ty[test_idx]
     n = x.shape[0]
     info = replace(data.info, train_size=n, test_size=int(tx.shape[0]))
-    common = dict(mean=info.mean, std=info.std, device="cpu", seed=seed)
+    if normalization is not None:
+        info = replace(info, mean=tuple(normalization[0]), std=tuple(normalization[1]))
+    common = dict(mean=info.mean, std=info.std, device="cpu", seed=seed, resize_to=resize_to)
     # Whole batches only, so that every step sees `batch_size` samples and epochs_seen is exact.
     batch_size = min(batch_size, n)
     train_loader = TensorLoader(
@@ -342,8 +378,9 @@ def train_run(
         checkpoint_every=chunks,  # one checkpoint, at the end: the runs are short
         model_kwargs=dict(model_kwargs or {}),
         pretrained=pretrained,
+        resize_to=resize_to,
     )
-    stats_batches = bn_batches(x, info, precise_bn)
+    stats_batches = bn_batches(x, info, precise_bn, resize_to=resize_to)
     trainer = PreciseBNTrainer(
         config,
         model=None if isinstance(model, str) else model,

@@ -39,6 +39,11 @@ BUDGETS = {
     "tiny": Settings(pretrain_size=128, subset_sizes=(16, 0), steps=4, evals=1, batch_size=16, test_size=64),
     "small": Settings(pretrain_size=6000, steps=100, evals=2),
     "full": Settings(pretrain_size=30000, pretrain_epochs=2, steps=300, evals=4),
+    # Pretraining as He et al. 2015 (sec. 4.2) train their CIFAR ResNets: 64k iterations at batch
+    # 128, i.e. 137 epochs of the 60,000 source images. Fine-tuning as Kornblith et al. 2019
+    # (Do Better ImageNet Models Transfer Better?, arXiv:1805.08974, sec. 3): 20,000 steps at
+    # batch 256 for every target run, fine-tuned or from scratch alike.
+    "paper": Settings(pretrain_size=0, pretrain_epochs=137, steps=20000, evals=20, batch_size=256),
 }
 
 

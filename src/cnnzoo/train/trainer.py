@@ -577,7 +577,7 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         self._set_train_mode()
         total = len(self.train_loader)
-        bar = ProgressBar(total, desc=f"epoch {epoch + 1}/{c.epochs}", enabled=self._progress())
+        bar = ProgressBar(total, desc=self.epoch_label(epoch + 1), enabled=self._progress())
         sums: dict[str, float] = {}
         start = time.perf_counter()
         for step, batch in enumerate(self.train_loader):
@@ -712,13 +712,18 @@ class Trainer:
                 gc.collect()
             distributed.cleanup(self.dist)
 
+    def epoch_label(self, epoch: int) -> str:
+        """How the progress bar and the epoch lines count: "epoch 3/12". A caller whose "epochs"
+        are something else (the experiments' evaluation intervals) says so by overriding it."""
+        return f"epoch {epoch}/{self.config.epochs}"
+
     def _epoch_line(self, row: dict[str, Any], improved: bool) -> str:
         def part(prefix: str) -> str:
             metrics = {k[len(prefix) + 1 :]: v for k, v in row.items() if k.startswith(f"{prefix}_")}
             metrics.pop("seconds", None)
             return self.task.format(metrics)
 
-        text = f"epoch {row['epoch']}/{self.config.epochs}  train {part('train')}"
+        text = f"{self.epoch_label(row['epoch'])}  train {part('train')}"
         if any(k.startswith("val_") for k in row):
             text += f"  val {part('val')}{' *' if improved else ''}"
         if any(k.startswith("test_") for k in row):
