@@ -39,7 +39,17 @@ __all__ = [
 ]
 
 # In the order the lectures make the claims; `cnnzoo report` keeps it.
-EXPERIMENTS = ("degradation", "transfer", "activations", "equivariance", "efficiency", "nas")
+EXPERIMENTS = (
+    "degradation",
+    "transfer",
+    "activations",
+    "equivariance",
+    "efficiency",
+    "nas",
+    "gradflow",
+    "lesion",
+    "batchnorm",
+)
 BUDGETS = ("tiny", "small", "full")
 
 
