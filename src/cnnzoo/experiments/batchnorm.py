@@ -82,27 +82,35 @@ class PlainStack(nn.Module):
 @dataclass(frozen=True)
 class Settings:
     data: str = "auto"  # cifar10 when fetched, else fashion-mnist
-    depths: tuple[int, ...] = (20, 56)
-    train_size: int = 8000
-    test_size: int = 1000
-    steps: int = 200
-    evals: int = 10
+    depths: tuple[int, ...] = (20, 32)
+    train_size: int = 4000
+    test_size: int = 500
+    steps: int = 100
+    evals: int = 5
     batch_size: int = 64
     lr: float = 0.1  # the BN arm's, and the first no-BN arm's
     low_lr: float = 0.01  # the second no-BN arm's
     weight_decay: float = 1e-4
-    warmup_steps: int = 30
+    warmup_steps: int = 15
 
 
 BUDGETS = {
     "tiny": Settings(
         depths=(8, 14), train_size=128, test_size=64, steps=4, evals=2, batch_size=32, warmup_steps=1
     ),
-    "small": Settings(depths=(20,), train_size=3000, steps=120, evals=6),
+    "small": Settings(depths=(20,), train_size=2000, steps=60, evals=3),
     "full": Settings(),
     # Ioffe & Szegedy's own schedule is ImageNet's (Inception, many GPU-days); the CIFAR nets here
     # use He et al.'s: batch 128, 64k iterations, lr 0.1 / 10 at 32k and 48k, weight decay 1e-4.
-    "paper": Settings(train_size=45000, test_size=10000, steps=64000, evals=160, warmup_steps=400),
+    "paper": Settings(
+        depths=(20, 56),
+        train_size=45000,
+        test_size=10000,
+        steps=64000,
+        evals=160,
+        batch_size=128,
+        warmup_steps=400,
+    ),
 }
 
 ARMS = ("bn", "nobn", "nobn_low")
@@ -313,9 +321,9 @@ def _plot(runs: dict, s: Settings, chance: float, ctx: Context, dataset: str) ->
         ax.axhline(100 * chance, color="0.4", ls=":", lw=1)
         ax.set_title(f"Plain-{depth} on {dataset}")
         ax.set_xlabel("training steps")
+        ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("validation top-1 (%)")
     fig.tight_layout()
     save_png(fig, ctx.out / "curves.png")
     return Figure(

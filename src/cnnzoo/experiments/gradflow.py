@@ -38,21 +38,21 @@ class Settings:
     data: str = "auto"  # cifar10 when fetched, else fashion-mnist
     depths: tuple[int, ...] = (20, 56, 110)
     batch: int = 128  # the fixed batch the norms are measured on
-    train_size: int = 4000
-    test_size: int = 500
-    steps: int = 120  # training steps before the second measurement
-    evals: int = 2
-    batch_size: int = 64
+    train_size: int = 2000
+    test_size: int = 200
+    steps: int = 40  # training steps before the second measurement
+    evals: int = 1
+    batch_size: int = 32
     lr: float = 0.1
     weight_decay: float = 1e-4
-    warmup_steps: int = 20
+    warmup_steps: int = 10
 
 
 BUDGETS = {
     "tiny": Settings(
         depths=(20, 32), batch=16, train_size=128, test_size=64, steps=2, evals=1, batch_size=16
     ),
-    "small": Settings(depths=(20, 56), train_size=2000, steps=60, batch_size=64),
+    "small": Settings(depths=(20, 56), steps=20),
     "full": Settings(),
     # He et al. 2015 sec. 4.2: batch 128, 64k iterations, lr 0.1 / 10 at 32k and 48k, weight decay
     # 1e-4, on CIFAR-10 (45k/5k train/val split); warm-up as their ResNet-110 (0.01 for ~400 its).
@@ -306,8 +306,8 @@ def _plot(
         ax.set_yscale("log")
         ax.set_title(f"{when} ({dataset})")
         ax.set_xlabel("conv layer (1 = stem)")
+        ax.set_ylabel("weight-gradient norm")
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("weight-gradient norm")
     axes[1].legend(fontsize=8, ncol=2)
     fig.tight_layout()
     save_png(fig, ctx.out / "gradients.png")

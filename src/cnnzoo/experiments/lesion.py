@@ -36,24 +36,24 @@ __all__ = ["EXPERIMENT", "Settings", "blocks", "deleted", "replacement"]
 class Settings:
     data: str = "auto"  # cifar10 when fetched, else fashion-mnist
     depth: int = 20  # the pair trained: ResNet-depth and Plain-depth
-    train_size: int = 8000
-    test_size: int = 2000
-    epochs: float = 6
-    evals_per_epoch: int = 2
+    train_size: int = 4000
+    test_size: int = 1000
+    epochs: float = 4
+    evals_per_epoch: int = 1
     batch_size: int = 128
     lr: float = 0.1
     weight_decay: float = 1e-4
     warmup_epochs: float = 0.5
-    samples: int = 5  # random sets of k deleted blocks per k (Veit et al. Fig. 5)
+    samples: int = 3  # random sets of k deleted blocks per k (Veit et al. Fig. 5)
 
 
 BUDGETS = {
     "tiny": Settings(train_size=128, test_size=64, epochs=1, evals_per_epoch=1, batch_size=32, samples=2),
-    "small": Settings(train_size=3000, test_size=1000, epochs=3),
+    "small": Settings(train_size=2000, test_size=500, epochs=3),
     "full": Settings(),
     # Veit et al. trained ResNet-110 with He et al.'s CIFAR-10 schedule: batch 128, 64k iterations
     # (164 epochs of 45k images, 5k held out), lr 0.1 / 10 at 32k and 48k, weight decay 1e-4.
-    "paper": Settings(depth=110, train_size=45000, test_size=10000, epochs=164, evals_per_epoch=1),
+    "paper": Settings(depth=110, train_size=45000, test_size=10000, epochs=164, samples=5),
 }
 
 
@@ -308,6 +308,7 @@ def _plot(
             ax.axvspan(x - 0.4, x + 0.4, color="0.85", lw=0)
     ax.axhline(100 * (1 - chance), color="0.4", ls=":", lw=1, label="chance")
     ax.set_xticks(list(xs), names, rotation=60, fontsize=7)
+    ax.set_xlabel("deleted block")
     ax.set_ylabel("test error (%)")
     ax.set_ylim(0, 100)
     ax.set_title(f"Deleting one block ({dataset}; grey: downsampling)")
@@ -319,6 +320,7 @@ def _plot(
         ax2.plot(ks, [100 * (1 - _mean(multi[name][k])) for k in ks], marker + "-", color=color, label=name)
     ax2.axhline(100 * (1 - chance), color="0.4", ls=":", lw=1, label="chance")
     ax2.set_xlabel("blocks deleted at random")
+    ax2.set_ylabel("test error (%)")
     ax2.set_ylim(0, 100)
     ax2.set_title("Deleting several blocks (mean of draws)")
     ax2.legend(fontsize=7)
