@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnzoo.experiments.batchnorm import PlainStack, steps_to
+from cnnzoo.experiments.batchnorm import PlainStack, signal_rms, steps_to
 from cnnzoo.experiments.gradflow import conv_grad_norms, first_last_ratio, measure
 from cnnzoo.experiments.lesion import blocks, deleted, replacement
 from cnnzoo.registry import create_model
@@ -157,6 +157,15 @@ def test_plain_stack_without_bn_shares_the_bn_nets_weights():
     assert not torch.equal(PlainStack(14, bn=False, seed=4).fc.weight, plain.fc.weight)
     with pytest.raises(ValueError, match="6n\\+2"):
         PlainStack(21, bn=True)
+
+
+def test_signal_rms_after_batchnorm_is_that_of_a_rectified_unit_variable():
+    # BN (train mode) gives every channel mean 0 and variance 1; ReLU keeps the positive half, so
+    # for a symmetric distribution E[relu(z)^2] = 1/2 and the RMS is sqrt(1/2).
+    torch.manual_seed(0)
+    rms = signal_rms(PlainStack(8, bn=True, in_chans=1), torch.randn(64, 1, 16, 16))
+    assert len(rms) == 7  # the stem and 6 convs
+    assert rms == pytest.approx([0.5**0.5] * 7, abs=0.12)
 
 
 def test_steps_to_interpolates_from_chance():

@@ -27,7 +27,7 @@ from torch import nn
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 
-__all__ = ["EXPERIMENT", "PlainStack", "Settings", "steps_to"]
+__all__ = ["EXPERIMENT", "PlainStack", "Settings", "signal_rms", "steps_to"]
 
 
 class PlainStack(nn.Module):
@@ -79,6 +79,21 @@ class PlainStack(nn.Module):
         return self.fc(torch.flatten(self.pool(self.features(x)), 1))
 
 
+@torch.no_grad()
+def signal_rms(model: PlainStack, x: torch.Tensor) -> list[float]:
+    """Root-mean-square of the activations after every ReLU of `model`, in depth order (train mode,
+    as the first steps see them)."""
+    was = model.training
+    model.train()
+    out = []
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, nn.ReLU):
+            out.append(float(x.pow(2).mean().sqrt()))
+    model.train(was)
+    return out
+
+
 @dataclass(frozen=True)
 class Settings:
     data: str = "auto"  # cifar10 when fetched, else fashion-mnist
@@ -125,7 +140,13 @@ def steps_to(steps: list[float], accs: list[float], target: float, start: float)
 
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import load_dataset, resolve_data, stratified_subset, train_run
+    from cnnzoo.experiments.training import (
+        load_dataset,
+        normalize,
+        resolve_data,
+        stratified_subset,
+        train_run,
+    )
     from cnnzoo.train import NonFiniteLossError
 
     data = load_dataset(resolve_data(s.data, ctx.data_root), ctx.data_root)
@@ -139,6 +160,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     lrs = {"bn": s.lr, "nobn": s.lr, "nobn_low": s.low_lr}
     chunk = max(1, math.ceil(s.steps / max(1, s.evals)))
     runs: dict[tuple[int, str], dict] = {}
+    # The signal a net without BN starts with: activation RMS per layer on the first training images.
+    probe = normalize(data.train[0][train_idx[:128]], data.info)
+    rms: dict[int, list[float]] = {}
     for depth in s.depths:
         for arm in ARMS:
             name = f"plain{depth}_{arm}"
@@ -149,6 +173,8 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
                 num_classes=data.info.num_classes,
                 seed=ctx.seed,
             )
+            if arm == "nobn":
+                rms[depth] = signal_rms(model, probe)
             ctx.log(
                 f"training {name} (lr {lrs[arm]:g}) for {s.steps} steps on {len(train_idx):,} {data.name} images"
             )
@@ -279,15 +305,20 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         "any paper's schedule. The no-BN nets may still catch up later; the claim is about what depth "
         "BN makes trainable, and how fast."
     )
+    shrink = "; ".join(
+        f"Plain-{d} {r[0]:.3g} after the stem, {r[-1]:.3g} after the last conv" for d, r in rms.items()
+    )
     result.notes.append(
-        "Both arms use He et al.'s initialisation on the fan-out, which keeps a deep ReLU net's signal "
-        "from vanishing at the start even without BN (He et al. 2015, arXiv:1502.01852): the no-BN arms are "
-        "not handicapped by a naive init."
+        "Every arm starts from He et al.'s normal on the fan-out (arXiv:1502.01852), the init of the zoo's "
+        "and torchvision's ResNets, made for deep ReLU nets without normalisation. Measured on 128 "
+        f"training images, the net without BN still starts with a shrinking signal (activation RMS: {shrink}): "
+        "the zero padding of the small 14- and 7-px maps loses part of it at every layer."
     )
     result.data = {
         "dataset": data.name,
         "chance": chance,
         "runs": {f"plain{d}_{a}": r for (d, a), r in runs.items()},
+        "signal_rms_without_bn": {str(d): r for d, r in rms.items()},
     }
     result.figures.append(_plot(runs, s, chance, ctx, data.name))
     return result
@@ -341,5 +372,5 @@ EXPERIMENT = Experiment(
     source="Ioffe & Szegedy 2015, arXiv:1502.03167 (the course's lecture on batch normalization)",
     budgets=BUDGETS,
     run=run,
-    summary="Plain-20/56 with and without BatchNorm: validation accuracy curves",
+    summary="The same plain net (20 and 32 layers) with and without BatchNorm: validation accuracy curves",
 )
