@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cnnzoo.experiments.batchnorm import PlainStack, signal_rms, steps_to
-from cnnzoo.experiments.gradflow import conv_grad_norms, first_last_ratio, measure
+from cnnzoo.experiments.gradflow import conv_grad_norms, depth_notes, first_last_ratio, measure
 from cnnzoo.experiments.lesion import blocks, deleted, replacement
 from cnnzoo.registry import create_model
 
@@ -68,6 +68,15 @@ def test_first_last_ratio():
     assert first_last_ratio([1.0, 2.0, 3.0, 9.0, 0.25, 0.75]) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="at least 5 layers"):
         first_last_ratio([1.0, 2.0])
+
+
+def test_depth_notes_name_an_exploding_plain_gradient_only():
+    growing = {"plain20": 8.0, "plain56": 500.0, "resnet20": 3.0, "resnet56": 6.0}
+    shrinking = {"plain20": 8.0, "plain56": 2.0, "resnet20": 3.0, "resnet56": 6.0}
+    (note,) = depth_notes(growing, shrinking, (20, 56), steps=10)
+    assert note.startswith("At initialisation") and "ratio 8 at 20 layers, 500 at 56" in note
+    assert "a factor 2 from 20 to 56 layers, the plain nets' a factor 62.5" in note
+    assert depth_notes(shrinking, shrinking, (20, 56), steps=10) == []
 
 
 # -- lesion --------------------------------------------------------------------------------------

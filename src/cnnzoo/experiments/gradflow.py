@@ -219,6 +219,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     )
     _findings(result, s.depths, ratio_init, "at initialisation")
     _findings(result, s.depths, ratio_trained, f"after {s.steps} training steps", diverged)
+    result.notes += depth_notes(ratio_init, ratio_trained, s.depths, s.steps)
     result.notes.append(
         f"The trained measurement follows {s.steps} steps at batch {s.batch_size} against He et al.'s "
         "64,000 at batch 128: a net that has not learned yet (see its accuracy) is measured near its "
@@ -240,6 +241,31 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     }
     result.figures.append(_plot(init, trained, s, ctx, data.name))
     return result
+
+
+def depth_notes(
+    ratio_init: dict[str, float], ratio_trained: dict[str, float], depths: tuple[int, ...], steps: int
+) -> list[str]:
+    """Where the plain nets' ratio *grows* with depth: the gradient explodes backward, it does not
+    vanish; said with the spread of both kinds of net across depths."""
+    ds = sorted(depths)
+    notes = []
+    for ratio, when in ((ratio_init, "At initialisation"), (ratio_trained, f"After {steps} steps")):
+        if len(ds) < 2 or not all(f"{k}{d}" in ratio for k in ("plain", "resnet") for d in ds):
+            continue
+        plain = [ratio[f"plain{d}"] for d in ds]
+        res = [ratio[f"resnet{d}"] for d in ds]
+        if not all(b > a for a, b in itertools.pairwise(plain)):
+            continue
+        notes.append(
+            f"{when} the plain nets' first layers receive *more* gradient relative to the last the deeper the "
+            f"net (first-to-last ratio {plain[0]:.3g} at {ds[0]} layers, {plain[-1]:.3g} at {ds[-1]}), not less: "
+            "with BatchNorm after every conv, a deep plain net's gradient explodes on its way back rather "
+            "than vanishing (Yang et al. 2019, A Mean Field Theory of Batch Normalization, arXiv:1902.08129). "
+            f"The ResNets' ratio spans a factor {max(res) / min(res):.3g} from {ds[0]} to {ds[-1]} layers, the "
+            f"plain nets' a factor {max(plain) / min(plain):.3g}."
+        )
+    return notes
 
 
 def _findings(
