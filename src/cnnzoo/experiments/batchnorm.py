@@ -129,6 +129,9 @@ BUDGETS = {
 }
 
 ARMS = ("bn", "nobn", "nobn_low")
+# On a few hundred validation images an accuracy within 5 points of chance is noise (the standard
+# error at 10% accuracy on 400 images is 1.5 points): such a run has not left chance.
+NEAR_CHANCE = 0.05
 
 
 def steps_to(steps: list[float], accs: list[float], target: float, start: float) -> float | None:
@@ -272,11 +275,13 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             held, evidence = False, "the BN run diverged"
         elif best is None:
             held, evidence = True, "every run without BN diverged"
-        elif max(best["val"]) <= chance:
-            held = max(bn["val"]) > chance
+        elif max(best["val"]) <= chance + NEAR_CHANCE:
+            # A target inside the noise around chance would give a meaningless "x times fewer steps".
+            held = max(bn["val"]) > chance + NEAR_CHANCE
             evidence = (
-                f"without BN the net never rose above chance ({100 * max(best['val']):.1f}% at best); with BN "
-                f"it reached {100 * max(bn['val']):.1f}%"
+                f"without BN the net never left chance ({100 * max(best['val']):.1f}% at best, within "
+                f"{100 * NEAR_CHANCE:.0f} points of chance's {100 * chance:.0f}%); with BN it reached "
+                f"{100 * max(bn['val']):.1f}%"
             )
         else:
             target = max(best["val"])
