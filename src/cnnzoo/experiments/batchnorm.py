@@ -317,7 +317,8 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         "Every arm starts from He et al.'s normal on the fan-out (arXiv:1502.01852), the init of the zoo's "
         "and torchvision's ResNets, made for deep ReLU nets without normalisation. Measured on 128 "
         f"training images, the net without BN still starts with a shrinking signal (activation RMS: {shrink}): "
-        "the zero padding of the small 14- and 7-px maps loses part of it at every layer."
+        "scaled on the fan-out, the stem (1 or 3 channels in, 16 out) and the stride-2 convs shrink it, and "
+        "zero padding loses part of it on the small 14- and 7-px maps."
     )
     result.data = {
         "dataset": data.name,
