@@ -54,7 +54,18 @@ __all__ = [
 ]
 
 # In the order the lectures make the claims; `cnnzoo report` keeps it.
-EXPERIMENTS = ("degradation", "transfer", "activations", "equivariance", "efficiency", "nas", "finetune")
+EXPERIMENTS = (
+    "degradation",
+    "transfer",
+    "activations",
+    "equivariance",
+    "efficiency",
+    "nas",
+    "gradflow",
+    "lesion",
+    "batchnorm",
+    "finetune",
+)
 # tiny: seconds (tests); small: minutes on 2 CPU cores; full: the committed reports; paper: the
 # papers' schedules (hours on a GPU). tiny and small give indicative verdicts only (report.py).
 BUDGETS = ("tiny", "small", "full", "paper")
