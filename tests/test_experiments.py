@@ -23,7 +23,7 @@ from torch import nn
 
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.experiments import EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
-from cnnzoo.experiments.activations import time_to_target
+from cnnzoo.experiments.activations import SATURATION, activation_statistics, time_to_target
 from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
 from cnnzoo.experiments.equivariance import (
     P4CNN,
@@ -235,6 +235,47 @@ def test_time_to_target_interpolates():
     # Before the first measurement: from (0, chance).
     assert time_to_target([2.0], [0.9], 0.5, start=0.1) == pytest.approx(2.0 * 0.4 / 0.8)
     assert time_to_target([1, 2], [0.3, 0.4], 0.8) is None
+
+
+def test_activation_statistics_count_dead_channels_and_saturated_outputs():
+    # A net whose pre-activations are known by construction: on inputs in [0, 1), conv channel 0
+    # (weight 1, bias 0.1) is always positive, channel 1 (weight -1, bias -0.1) and channel 2
+    # (weight 0, bias -0.5) never are: 2 of 3 ReLU channels dead. The sigmoid's inputs are
+    # whatever the linear layer makes; the oracle counts saturation on sigmoid's *outputs*
+    # (< 0.05 or > 0.95), the function under test on |pre-activation| > ln 19.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.1, -0.1, -0.5]))
+    fc = nn.Linear(3 * 4 * 4, 5)
+    with torch.no_grad():
+        fc.weight.mul_(20)  # wide pre-activations: some saturated, some not
+    net = nn.Sequential(conv, nn.ReLU(inplace=True), nn.Flatten(), fc, nn.Sigmoid()).train()
+    x = torch.rand(37, 1, 4, 4)
+    stats = activation_statistics(net, x, nn.ReLU, batch=10)
+    assert set(stats) == {"1"}
+    assert stats["1"]["dead"] == pytest.approx(2 / 3)
+    assert math.isnan(stats["1"]["saturated"])
+    assert net.training  # the mode is restored
+
+    sig = activation_statistics(net, x, nn.Sigmoid, saturation=SATURATION["sigmoid"], batch=10)
+    with torch.no_grad():
+        out = net(x)
+    expected = float(((out < 0.05) | (out > 0.95)).float().mean())
+    assert 0 < expected < 1
+    assert sig["4"]["saturated"] == pytest.approx(expected)
+    # tanh(z) = 2 sigmoid(2z) - 1: |tanh| > 0.9 exactly where sigmoid(2z) is saturated.
+    assert math.tanh(SATURATION["tanh"]) == pytest.approx(0.9)
+    # Never positive: a dead-by-construction neuron of a fully connected layer, on (N, C) inputs.
+    fc2 = nn.Linear(2, 2)
+    with torch.no_grad():
+        fc2.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+        fc2.bias.copy_(torch.tensor([0.5, -1.0]))
+    stats = activation_statistics(nn.Sequential(fc2, nn.LeakyReLU(0.1)), torch.rand(8, 2), nn.LeakyReLU)
+    assert stats["1"]["dead"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no Tanh module"):
+        activation_statistics(net, x, nn.Tanh)
 
 
 def brute_force_front(costs, scores):
