@@ -39,7 +39,16 @@ __all__ = [
 ]
 
 # In the order the lectures make the claims; `cnnzoo report` keeps it.
-EXPERIMENTS = ("degradation", "transfer", "activations", "equivariance", "efficiency", "nas")
+EXPERIMENTS = (
+    "degradation",
+    "transfer",
+    "activations",
+    "equivariance",
+    "efficiency",
+    "nas",
+    "preact",
+    "ensemble",
+)
 BUDGETS = ("tiny", "small", "full")
 
 
