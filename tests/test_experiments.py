@@ -25,6 +25,7 @@ from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.experiments import EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
 from cnnzoo.experiments.activations import SATURATION, activation_statistics, time_to_target
 from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
+from cnnzoo.experiments.ensemble import ensemble_log_probs, protocol_log_probs
 from cnnzoo.experiments.equivariance import (
     P4CNN,
     PlainCNN,
@@ -276,6 +277,36 @@ def test_activation_statistics_count_dead_channels_and_saturated_outputs():
     assert stats["1"]["dead"] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no Tanh module"):
         activation_statistics(net, x, nn.Tanh)
+
+
+def test_ensemble_averages_probabilities_not_logits():
+    # Oracle: the mean of the members' softmax, computed on probabilities directly.
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(6, 4, generator=g) * 3 for _ in range(3)]
+    expected = torch.stack([torch.softmax(z, 1) for z in logits]).mean(0)
+    got = ensemble_log_probs([torch.log_softmax(z, 1) for z in logits])
+    torch.testing.assert_close(got.exp(), expected)
+    # Averaging probabilities differs from averaging logits: one confident member does not win
+    # outright. Member A: class 0 at 0.99; B and C: class 1 at 0.7, class 0 at 0.1.
+    a = torch.tensor([[0.99, 0.01 / 3, 0.01 / 3, 0.01 / 3]]).log()
+    b = torch.tensor([[0.1, 0.7, 0.1, 0.1]]).log()
+    assert ensemble_log_probs([a, b, b]).argmax(1).item() == 1  # (0.99 + 0.2) / 3 < (0.0033 + 1.4) / 3
+    assert (a + b + b).argmax(1).item() == 0  # the mean of the log-probabilities picks class 0
+    assert torch.equal(ensemble_log_probs([a]), a)
+    with pytest.raises(ValueError, match="at least one member"):
+        ensemble_log_probs([])
+
+
+def test_protocol_log_probs_center_is_the_plain_evaluation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5)).train()
+    x = torch.randn(7, 1, 8, 8)
+    got = protocol_log_probs(model, x, "center", batch_size=3)
+    torch.testing.assert_close(got, torch.log_softmax(model(x), 1))
+    assert not model.training
+    flip = protocol_log_probs(model, x, "flip", batch_size=3)
+    both = torch.stack([torch.softmax(model(x), 1), torch.softmax(model(x.flip(-1)), 1)]).mean(0)
+    torch.testing.assert_close(flip.exp(), both)
 
 
 def brute_force_front(costs, scores):
