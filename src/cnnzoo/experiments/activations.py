@@ -102,15 +102,15 @@ def activation_statistics(
     kind: type[nn.Module],
     saturation: float | None = None,
     batch: int = 256,
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Per activation module of type `kind` (by its name in `model`), on the inputs `x`:
 
     - "dead": the fraction of its units whose input is not positive anywhere on any of the images,
       so that its weights receive no gradient from them (a dead ReLU; Karpathy's CS231n notes: a
       unit that "will never activate across the entire dataset"). A unit is what owns weights: a
       channel of a convolution (shared over every position) or a fully connected neuron.
-    - "saturated": the fraction of (image, unit) inputs with |z| > `saturation` (None when not
-      given; see `SATURATION`).
+    - "saturated": the fraction of (image, unit) inputs with |z| > `saturation` (None when no
+      threshold is given; see `SATURATION`).
 
     The model is run in eval mode and left in the mode it was in. Inputs are read before the
     module runs (a pre-hook), so in-place activations are measured as well.
@@ -143,10 +143,11 @@ def activation_statistics(
         for h in handles:
             h.remove()
         model.train(was_training)
+    # None, not NaN, where nothing was measured: the results are written as strict JSON.
     return {
         n: {
-            "dead": 1.0 - float(positive[n].float().mean()) if n in positive else math.nan,
-            "saturated": saturated[n] / seen[n] if saturation is not None and seen[n] else math.nan,
+            "dead": 1.0 - float(positive[n].float().mean()) if n in positive else None,
+            "saturated": saturated[n] / seen[n] if saturation is not None and seen[n] else None,
         }
         for n in modules
     }
