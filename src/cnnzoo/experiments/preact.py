@@ -178,7 +178,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         f"The test errors differ by {gap:.2f} points on {n_test:,} images, where one error rate's binomial "
         f"standard error is about {se:.2f} points; one seed per net measures no run-to-run spread. He et "
         "al.'s gains were 0.24 points (ResNet-110) and 0.47 (ResNet-164) on CIFAR-10, after 64,000 "
-        f"iterations; these runs last {round(s.epochs * len(train_idx)) // min(s.batch_size, len(train_idx)):,}."
+        f"iterations; these runs last {round(s.epochs * len(train_idx)) // min(s.batch_size, len(train_idx)):,} iterations."
     )
     result.notes.append(
         "Both nets use 1x1 projection shortcuts where the shape changes (option B), so they hold the same "
