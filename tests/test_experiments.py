@@ -257,6 +257,7 @@ def test_activation_statistics_count_dead_channels_and_saturated_outputs():
     stats = activation_statistics(net, x, nn.ReLU, batch=10)
     assert set(stats) == {"1"}
     assert stats["1"]["dead"] == pytest.approx(2 / 3)
+    assert stats["1"]["fired"].tolist() == [True, False, False]
     assert stats["1"]["saturated"] is None  # no threshold given: not measured (and valid JSON)
     assert net.training  # the mode is restored
 

@@ -102,7 +102,7 @@ def activation_statistics(
     kind: type[nn.Module],
     saturation: float | None = None,
     batch: int = 256,
-) -> dict[str, dict[str, float | None]]:
+) -> dict[str, dict[str, Any]]:
     """Per activation module of type `kind` (by its name in `model`), on the inputs `x`:
 
     - "dead": the fraction of its units whose input is not positive anywhere on any of the images,
@@ -111,6 +111,8 @@ def activation_statistics(
       channel of a convolution (shared over every position) or a fully connected neuron.
     - "saturated": the fraction of (image, unit) inputs with |z| > `saturation` (None when no
       threshold is given; see `SATURATION`).
+    - "fired": a bool per unit, True where its input was positive somewhere (so that two
+      measurements tell which units died or came back in between).
 
     The model is run in eval mode and left in the mode it was in. Inputs are read before the
     module runs (a pre-hook), so in-place activations are measured as well.
@@ -148,6 +150,7 @@ def activation_statistics(
         n: {
             "dead": 1.0 - float(positive[n].float().mean()) if n in positive else None,
             "saturated": saturated[n] / seen[n] if saturation is not None and seen[n] else None,
+            "fired": positive.get(n),
         }
         for n in modules
     }
@@ -312,7 +315,14 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         "be slow for sigmoid, whose gradients are at most a quarter of ReLU's."
     )
     stats = {
-        a: {"epochs": [0.0, *(h["epochs_seen"] for h in r.history)], "layers": r.probes}
+        a: {
+            "epochs": [0.0, *(h["epochs_seen"] for h in r.history)],
+            # The per-unit masks stay out of result.json: only what changed between the ends counts.
+            "layers": [
+                {n: {k: v for k, v in m.items() if k != "fired"} for n, m in p.items()} for p in r.probes
+            ],
+            "turnover": _turnover(r.probes[0], r.probes[-1]),
+        }
         for a, r in runs.items()
     }
     _unit_findings(result, stats, s, len(train_idx))
@@ -335,6 +345,19 @@ def _stat(act: str) -> str:
 def _mean(layers: dict[str, dict[str, float]], stat: str) -> float:
     """Mean over the layers (each layer counts once, whatever its number of units)."""
     return sum(v[stat] for v in layers.values()) / len(layers)
+
+
+def _turnover(first: dict, last: dict) -> dict[str, int]:
+    """Units that fired at initialisation and never at the end (died), the reverse (revived),
+    and how many units there are, summed over the layers."""
+    died = revived = alive = dead = 0
+    for n, m in first.items():
+        before, after = m["fired"], last[n]["fired"]
+        died += int((before & ~after).sum())
+        revived += int((~before & after).sum())
+        alive += int(before.sum())
+        dead += int((~before).sum())
+    return {"died": died, "revived": revived, "alive_at_start": alive, "dead_at_start": dead}
 
 
 def _unit_findings(result: ExperimentResult, stats: dict, s: Settings, n_train: int) -> None:
@@ -384,29 +407,40 @@ def _unit_findings(result: ExperimentResult, stats: dict, s: Settings, n_train: 
                 )
             )
     if "relu" in stats:
-        a, b, text = trend("relu", "dead")
+        t = stats["relu"]["turnover"]
+        _, b, text = trend("relu", "dead")
         result.findings.append(
             Finding(
-                "ReLUs die: more units are never positive on any probe image at the end of training than "
-                "at initialisation",
-                b > a,
-                f"dead ReLU units {text}",
+                "ReLUs die: some units that fired at initialisation are never positive on any probe image "
+                "at the end of training",
+                t["died"] > 0,
+                f"{t['died']} of the {t['alive_at_start']} ReLU units alive at initialisation died "
+                f"(and {t['revived']} of the {t['dead_at_start']} dead ones came back); dead units {text}",
             )
         )
         leaky = next((a for a in ("leaky_relu:0.1", "leaky_relu") if a in stats), None)
-        if leaky is not None and b > a:
-            _, lb, ltext = trend(leaky, "dead")
+        if leaky is not None and t["died"] > 0:
+            lt = stats[leaky]["turnover"]
+            lb = trend(leaky, "dead")[1]
             result.findings.append(
                 Finding(
-                    f"Leaky ReLU ({leaky}) will not die: fewer of its units are never positive than ReLU's",
+                    f"Leaky ReLU ({leaky}) will not die: fewer of its units end never positive than ReLU's",
                     lb < b,
-                    f"never-positive units: {leaky} {ltext}; relu {b:.2f}%",
+                    f"never-positive units at the end: {leaky} {lb:.2f}%, relu {b:.2f}% (mean over layers; "
+                    f"{leaky}: {lt['died']} went quiet, {lt['revived']} of {lt['dead_at_start']} came back)",
                 )
             )
         elif leaky is not None:
             result.notes.append(
-                "No ReLU unit died during this run, so there was nothing for the leaky ReLU to prevent: "
-                "the leaky-ReLU finding was not measured."
+                "No ReLU unit that fired at initialisation died during this run, so there was nothing for the "
+                "leaky ReLU to prevent: the leaky-ReLU finding was not measured."
+            )
+        if t["revived"]:
+            result.notes.append(
+                f"{t['revived']} ReLU units that were dead at initialisation fired at the end: a unit is dead only "
+                "as long as its inputs stay where they are. Its own weights get no gradient, but the layers "
+                "below it keep learning and can move its inputs back into the positive region; a dead unit of "
+                "the first layer, whose inputs are the pixels, could not come back."
             )
 
 
