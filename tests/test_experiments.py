@@ -280,6 +280,34 @@ def test_activation_statistics_count_dead_channels_and_saturated_outputs():
         activation_statistics(net, x, nn.Tanh)
 
 
+def test_train_run_probe_sees_every_evaluation_and_changes_nothing(data_root, tmp_path):
+    from cnnzoo.experiments.runner import Context
+    from cnnzoo.experiments.training import load_dataset, train_run
+
+    data = load_dataset("fashion-mnist", str(data_root))
+    idx = stratified_subset(data.train[1], 96, 0)
+    calls = []
+
+    def probe(model):
+        calls.append(model.training)
+        return {"weight_sum": float(sum(p.detach().sum() for p in model.parameters()))}
+
+    def run(out, **kw):
+        ctx = Context(out=tmp_path / out, log=lambda s: None)
+        common = dict(data=data, train_idx=idx, test_idx=torch.arange(32), epochs=2, evals_per_epoch=2)
+        return train_run(
+            ctx, "net", "lenet5", batch_size=32, seed=3, model_kwargs={"act": "relu"}, **common, **kw
+        )
+
+    plain, probed = run("a"), run("b", probe=probe)
+    assert len(probed.probes) == len(probed.history) + 1 == 5  # initialisation + each evaluation
+    assert plain.probes == []
+    # The probe saw the weights change, and the run is the same run with or without it.
+    assert probed.probes[0] != probed.probes[-1]
+    assert [h["train_loss"] for h in probed.history] == [h["train_loss"] for h in plain.history]
+    assert probed.test_top1 == plain.test_top1
+
+
 def test_ensemble_averages_probabilities_not_logits():
     # Oracle: the mean of the members' softmax, computed on probabilities directly.
     g = torch.Generator().manual_seed(0)
