@@ -110,7 +110,8 @@ def test_report_page_renders_every_plot(tmp_path, browser):
             assert complete and width > 0, f"{file} was not decoded"
     badges = [s["badge"] for s in state["sections"]]
     assert badges == ["claim held" if i % 2 == 0 else "claim held in part" for i in range(len(EXPERIMENTS))]
-    assert state["check"][:3] == ["12", "12", ""]  # the page's own image check agrees
+    plots = str(2 * len(EXPERIMENTS))  # two plots per experiment above
+    assert state["check"][:3] == [plots, plots, ""]  # the page's own image check agrees
     assert state["external"] == []
     errors = [e for e in browser.console() if e.get("level") == "SEVERE"]
     assert not errors, errors
@@ -127,7 +128,12 @@ def test_a_broken_plot_is_caught(tmp_path, browser):
     bad = [(s["id"], f) for s in state["sections"] for f, ok, w in s["images"] if not (ok and w > 0)]
     assert bad == [("nas", "nas/plot1.png")]
     loaded, total, css, text = state["check"]
-    assert (loaded, total, css) == ("11", "12", "failed") and "nas/plot1.png" in text
+    total_plots = 2 * len(EXPERIMENTS)
+    assert (loaded, total, css) == (
+        str(total_plots - 1),
+        str(total_plots),
+        "failed",
+    ) and "nas/plot1.png" in text
 
 
 @pytest.mark.parametrize("entry", ["../../secret.txt", "ABSOLUTE", "link.png", "notes.png"])
