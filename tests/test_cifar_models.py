@@ -78,8 +78,12 @@ def depth_of(name: str) -> int:
     return int(re.search(r"\d+", name).group())  # resnet110 -> 110, wrn28_10 -> 28
 
 
+# Members no paper's table prints a parameter count for; tested against their twins instead.
+NO_PAPER_FIGURE = {"preact_resnet56"}
+
+
 def test_registry_lists_every_cifar_model() -> None:
-    assert len(ALL) == len(PAPER_PARAMS) + len(PLAIN) == 19
+    assert len(ALL) == len(PAPER_PARAMS) + len(PLAIN) + len(NO_PAPER_FIGURE) == 20
     for name in ALL:
         info = cnnzoo.model_info(name)
         assert info.input_size == (3, 32, 32)
@@ -99,6 +103,22 @@ def test_parameter_count_matches_paper(name: str) -> None:
 def test_plain_twin_has_exactly_the_resnet_parameters(depth: int) -> None:
     # The premise of He et al.'s Fig. 6: the comparison adds shortcuts and nothing else.
     assert count_params(meta_model(f"plain{depth}")) == count_params(meta_model(f"resnet{depth}"))
+
+
+@pytest.mark.parametrize("depth", [56, 110])
+def test_preact_twin_has_exactly_the_convs_and_fc_of_the_original(depth: int) -> None:
+    # He et al. 2016 (arXiv:1603.05027) compare the orders at equal depth: the pre-activation net
+    # has the original's convolutions and FC (with 1x1 projections, option B) and moves only the
+    # BN-ReLU; BatchNorm's own parameters differ (the BN before a conv has its input's width).
+    with torch.device("meta"):
+        original = cnnzoo.create_model(f"resnet{depth}", shortcut="B")
+    pre = meta_model(f"preact_resnet{depth}")
+    assert count_params(pre, with_bn=False) == count_params(original, with_bn=False)
+    shapes = sorted(tuple(m.weight.shape) for m in original.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+    assert (
+        sorted(tuple(m.weight.shape) for m in pre.modules() if isinstance(m, nn.Conv2d | nn.Linear)) == shapes
+    )
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in pre.modules()) == 2 * 3 * (depth - 2) // 6 + 1
 
 
 @pytest.mark.parametrize("name", CIFAR)

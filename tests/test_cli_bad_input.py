@@ -128,6 +128,11 @@ CASES = [
     (["train", "lenet5", "--data", "imagefolder:{ws}/folder", "--lr", "nan", "--out", "{ws}/r4"], "--lr"),
     (["train", "lenet5", "--data", "mnist", "--recipe", "nope"], "nope"),
     (["train", "lenet5", "--data", "mnist", "--model-arg", "noequals"], "KEY=VALUE"),
+    (
+        ["train", "lenet5", "--data", "imagefolder:{ws}/folder", "--model-arg", "act=leaky_relu:2"],
+        "slope '2' in 'leaky_relu:2': it must be a number in [0, 1), e.g. leaky_relu:0.1",
+    ),
+    (["summary", "lenet5", "--model-arg", "act=relu:0.1"], "'relu' takes no parameter"),
     (["train", "lenet5", "--data", "mnist", "--optimizer", "lion"], "invalid choice"),
     (["train", "lenet5", "--data", "mnist", "--milestones", "x,y"], "--milestones"),
     (["train", "--resume", "{ws}/emptydir"], "holds no run"),

@@ -23,8 +23,9 @@ from torch import nn
 
 from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.experiments import BUDGETS, EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
-from cnnzoo.experiments.activations import time_to_target
+from cnnzoo.experiments.activations import SATURATION, activation_statistics, time_to_target
 from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
+from cnnzoo.experiments.ensemble import ensemble_log_probs, protocol_log_probs
 from cnnzoo.experiments.equivariance import (
     P4CNN,
     PlainCNN,
@@ -509,6 +510,106 @@ def test_time_to_target_interpolates():
     # Before the first measurement: from (0, chance).
     assert time_to_target([2.0], [0.9], 0.5, start=0.1) == pytest.approx(2.0 * 0.4 / 0.8)
     assert time_to_target([1, 2], [0.3, 0.4], 0.8) is None
+
+
+def test_activation_statistics_count_dead_channels_and_saturated_outputs():
+    # A net whose pre-activations are known by construction: on inputs in [0, 1), conv channel 0
+    # (weight 1, bias 0.1) is always positive, channel 1 (weight -1, bias -0.1) and channel 2
+    # (weight 0, bias -0.5) never are: 2 of 3 ReLU channels dead. The sigmoid's inputs are
+    # whatever the linear layer makes; the oracle counts saturation on sigmoid's *outputs*
+    # (< 0.05 or > 0.95), the function under test on |pre-activation| > ln 19.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, -1.0, 0.0]).view(3, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.1, -0.1, -0.5]))
+    fc = nn.Linear(3 * 4 * 4, 5)
+    with torch.no_grad():
+        fc.weight.mul_(20)  # wide pre-activations: some saturated, some not
+    net = nn.Sequential(conv, nn.ReLU(inplace=True), nn.Flatten(), fc, nn.Sigmoid()).train()
+    x = torch.rand(37, 1, 4, 4)
+    stats = activation_statistics(net, x, nn.ReLU, batch=10)
+    assert set(stats) == {"1"}
+    assert stats["1"]["dead"] == pytest.approx(2 / 3)
+    assert stats["1"]["fired"].tolist() == [True, False, False]
+    assert stats["1"]["saturated"] is None  # no threshold given: not measured (and valid JSON)
+    assert net.training  # the mode is restored
+
+    sig = activation_statistics(net, x, nn.Sigmoid, saturation=SATURATION["sigmoid"], batch=10)
+    with torch.no_grad():
+        out = net(x)
+    expected = float(((out < 0.05) | (out > 0.95)).float().mean())
+    assert 0 < expected < 1
+    assert sig["4"]["saturated"] == pytest.approx(expected)
+    # tanh(z) = 2 sigmoid(2z) - 1: |tanh| > 0.9 exactly where sigmoid(2z) is saturated.
+    assert math.tanh(SATURATION["tanh"]) == pytest.approx(0.9)
+    # Never positive: a dead-by-construction neuron of a fully connected layer, on (N, C) inputs.
+    fc2 = nn.Linear(2, 2)
+    with torch.no_grad():
+        fc2.weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
+        fc2.bias.copy_(torch.tensor([0.5, -1.0]))
+    stats = activation_statistics(nn.Sequential(fc2, nn.LeakyReLU(0.1)), torch.rand(8, 2), nn.LeakyReLU)
+    assert stats["1"]["dead"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="no Tanh module"):
+        activation_statistics(net, x, nn.Tanh)
+
+
+def test_train_run_probe_sees_every_evaluation_and_changes_nothing(data_root, tmp_path):
+    from cnnzoo.experiments.runner import Context
+    from cnnzoo.experiments.training import load_dataset, train_run
+
+    data = load_dataset("fashion-mnist", str(data_root))
+    idx = stratified_subset(data.train[1], 96, 0)
+    calls = []
+
+    def probe(model):
+        calls.append(model.training)
+        return {"weight_sum": float(sum(p.detach().sum() for p in model.parameters()))}
+
+    def run(out, **kw):
+        ctx = Context(out=tmp_path / out, log=lambda s: None)
+        common = dict(data=data, train_idx=idx, test_idx=torch.arange(32), epochs=2, evals_per_epoch=2)
+        return train_run(
+            ctx, "net", "lenet5", batch_size=32, seed=3, model_kwargs={"act": "relu"}, **common, **kw
+        )
+
+    plain, probed = run("a"), run("b", probe=probe)
+    assert len(probed.probes) == len(probed.history) + 1 == 5  # initialisation + each evaluation
+    assert plain.probes == []
+    # The probe saw the weights change, and the run is the same run with or without it.
+    assert probed.probes[0] != probed.probes[-1]
+    assert [h["train_loss"] for h in probed.history] == [h["train_loss"] for h in plain.history]
+    assert probed.test_top1 == plain.test_top1
+
+
+def test_ensemble_averages_probabilities_not_logits():
+    # Oracle: the mean of the members' softmax, computed on probabilities directly.
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(6, 4, generator=g) * 3 for _ in range(3)]
+    expected = torch.stack([torch.softmax(z, 1) for z in logits]).mean(0)
+    got = ensemble_log_probs([torch.log_softmax(z, 1) for z in logits])
+    torch.testing.assert_close(got.exp(), expected)
+    # Averaging probabilities differs from averaging logits: one confident member does not win
+    # outright. Member A: class 0 at 0.99; B and C: class 1 at 0.7, class 0 at 0.1.
+    a = torch.tensor([[0.99, 0.01 / 3, 0.01 / 3, 0.01 / 3]]).log()
+    b = torch.tensor([[0.1, 0.7, 0.1, 0.1]]).log()
+    assert ensemble_log_probs([a, b, b]).argmax(1).item() == 1  # (0.99 + 0.2) / 3 < (0.0033 + 1.4) / 3
+    assert (a + b + b).argmax(1).item() == 0  # the mean of the log-probabilities picks class 0
+    assert torch.equal(ensemble_log_probs([a]), a)
+    with pytest.raises(ValueError, match="at least one member"):
+        ensemble_log_probs([])
+
+
+def test_protocol_log_probs_center_is_the_plain_evaluation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten(), nn.Linear(3 * 6 * 6, 5)).train()
+    x = torch.randn(7, 1, 8, 8)
+    got = protocol_log_probs(model, x, "center", batch_size=3)
+    torch.testing.assert_close(got, torch.log_softmax(model(x), 1))
+    assert not model.training
+    flip = protocol_log_probs(model, x, "flip", batch_size=3)
+    both = torch.stack([torch.softmax(model(x), 1), torch.softmax(model(x.flip(-1)), 1)]).mean(0)
+    torch.testing.assert_close(flip.exp(), both)
 
 
 def brute_force_front(costs, scores):

@@ -110,6 +110,68 @@ def test_activation_name_must_be_a_string():
         get_act(nn.ReLU)  # type: ignore[arg-type]
 
 
+# -- activations with a parameter ("leaky_relu:0.1") --------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "reference"),
+    [
+        # The lecture's overview chart: Leaky ReLU max(0.1x, x).
+        ("leaky_relu:0.1", lambda x: torch.maximum(0.1 * x, x)),
+        ("lrelu:0.2", lambda x: torch.maximum(0.2 * x, x)),
+        ("leaky_relu:0", lambda x: x.clamp(min=0)),
+        # Clevert et al. 2015 (arXiv:1511.07289): alpha (exp(x) - 1) for x <= 0.
+        ("elu:0.5", lambda x: torch.where(x > 0, x, 0.5 * (torch.exp(x) - 1))),
+        ("prelu:0.1", lambda x: torch.where(x > 0, x, 0.1 * x)),
+        ("maxout:3", lambda x: x.clamp(min=0)),  # starts as ReLU with any number of pieces
+    ],
+)
+def test_activation_parameter_matches_its_formula(spec, reference):
+    x = torch.linspace(-8, 8, 2 * 5 * 4 * 3, dtype=torch.float64).reshape(2, 5, 4, 3)
+    torch.testing.assert_close(get_act(spec, 5).double()(x.clone()), reference(x))
+
+
+def test_activation_parameter_spellings_are_canonical():
+    assert resolve_act("Leaky_ReLU:0.10") == resolve_act("lrelu: 0.1 ") == "leaky_relu:0.1"
+    # The default value is the bare name: one activation, one spelling (and one run name).
+    assert resolve_act("leaky_relu:0.01") == "leaky_relu"
+    assert resolve_act("elu:1") == "elu" and resolve_act("maxout:2.0") == "maxout"
+    assert resolve_act("maxout:4") == "maxout:4"
+    assert get_act("leaky_relu").negative_slope == 0.01  # Maas et al. 2013; the lecture's slide
+    assert get_act("leaky_relu:0.1").negative_slope == 0.1
+    assert n_params(get_act("maxout:4", 3)) == 4 * 2 * 3
+    assert n_params(get_act("prelu:0.1", 7)) == 7
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("relu:0.1", "'relu' takes no parameter"),
+        ("leaky_relu:abc", "negative slope 'abc'.*a number in \\[0, 1\\), e.g. leaky_relu:0.1"),
+        ("leaky_relu:1.5", "a number in \\[0, 1\\)"),
+        ("leaky_relu:-0.1", "a number in \\[0, 1\\)"),
+        ("leaky_relu:nan", "negative slope 'nan'"),
+        ("leaky_relu:", "negative slope ''"),
+        ("elu:0", "alpha '0'.*a number > 0"),
+        ("maxout:2.5", "pieces '2.5'.*an integer >= 2"),
+        ("maxout:1", "an integer >= 2"),
+        ("swishy:1", "unknown activation 'swishy:1'.*leaky_relu:0.1 \\(negative slope\\)"),
+    ],
+)
+def test_bad_activation_parameter_names_the_valid_forms(spec, message):
+    with pytest.raises(ValueError, match=message):
+        get_act(spec, 4)
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg11", "resnet20", "densenet121", "mobilenet_v2"])
+def test_every_family_takes_an_activation_parameter(name):
+    import cnnzoo
+
+    with torch.device("meta"):  # structure only
+        model = cnnzoo.create_model(name, act="leaky_relu:0.1")
+    slopes = {m.negative_slope for m in model.modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.1}
+    assert not any(isinstance(m, nn.ReLU) for m in model.modules())
+
+
 @pytest.mark.parametrize(
     ("name", "channels", "expected"),
     [

@@ -455,6 +455,16 @@ MODEL_FACTS: dict[str, dict[str, Any]] = {
             {"module": "layer4", "num_chs": 2048, "reduction": 32},
         ],
     },
+    "preact_resnet56": {
+        "params": 855578,
+        "num_features": 64,
+        "feature_info": [
+            {"module": "act1", "num_chs": 16, "reduction": 1},
+            {"module": "layer1", "num_chs": 16, "reduction": 1},
+            {"module": "layer2", "num_chs": 32, "reduction": 2},
+            {"module": "layer3", "num_chs": 64, "reduction": 4},
+        ],
+    },
     "preact_resnet101": {
         "params": 44541480,
         "num_features": 2048,

@@ -64,6 +64,8 @@ EXPERIMENTS = (
     "gradflow",
     "lesion",
     "batchnorm",
+    "preact",
+    "ensemble",
     "finetune",
 )
 # tiny: seconds (tests); small: minutes on 2 CPU cores; full: the committed reports; paper: the

@@ -25,8 +25,8 @@ on batch statistics).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -219,6 +219,8 @@ class RunResult:
     model: nn.Module
     seconds: float  # training time (evaluation excluded)
     out: str
+    # `probe`'s measurements: at initialisation, then at each evaluation (one per history row).
+    probes: list[Any] = field(default_factory=list)
 
     @property
     def test_top1(self) -> float:
@@ -293,6 +295,7 @@ def train_run(
     val_size: int | None = None,
     resize_to: int | None = None,
     normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+    probe: Callable[[nn.Module], Any] | None = None,
 ) -> RunResult:
     """Train `model` (a registered name or any nn.Module) on a subset of `data` with the engine.
 
@@ -303,14 +306,26 @@ def train_run(
     learning rate rises linearly over the first `warmup_steps` steps. Before each evaluation the
     BatchNorm statistics are recomputed on `precise_bn` training images (0: not). `resize_to`
     resizes every image to that side (a pretrained net's input size); `normalization` is the
-    (mean, std) to use instead of the dataset's (ImageNet's, for ImageNet weights).
+    (mean, std) to use instead of the dataset's (ImageNet's, for ImageNet weights). `probe`, when
+    given, is called with the model before training and at each evaluation (after the BatchNorm
+    statistics); what it returns is kept in `RunResult.probes`. It must leave the model as it
+    found it (mode and weights) and use no random numbers, so that probing changes no result.
     """
     from cnnzoo.data import TensorLoader, split_validation
     from cnnzoo.train import Trainer, resolve_config
 
+    probes: list[Any] = []
+
     class PreciseBNTrainer(Trainer):
+        def fit(self) -> dict[str, Any]:
+            if probe is not None:
+                probes.append(probe(self.raw_model))  # at initialisation
+            return super().fit()
+
         def evaluate(self, split: str = "val") -> dict[str, float]:
             recompute_bn_stats(self.raw_model, stats_batches)
+            if probe is not None and split == "val":  # once per evaluation: val comes first
+                probes.append(probe(self.raw_model))
             return super().evaluate(split)
 
         def epoch_label(self, epoch: int) -> str:
@@ -392,4 +407,4 @@ def train_run(
     for row in history:
         row["epochs_seen"] = row["epoch"] * chunk_steps * batch_size / n
     seconds = sum(r["train_seconds"] for r in history)
-    return RunResult(name, history, final, trainer.raw_model.eval(), seconds, str(out))
+    return RunResult(name, history, final, trainer.raw_model.eval(), seconds, str(out), probes)

@@ -2,11 +2,18 @@
 
 `act="relu"` is the default everywhere it was in the paper; the others let a student swap the
 non-linearity of any net and watch what changes (see the activations experiment).
+
+Four take one parameter after a colon: `leaky_relu:0.1` (the negative slope), `elu:0.5` (alpha),
+`prelu:0.1` (the slopes' initial value) and `maxout:3` (pieces). A bare name keeps the default:
+leaky ReLU's slope is 0.01, as in Maas et al. 2013 and on the lecture's leaky-ReLU slide
+(f(x) = max(0.01x, x)); the lecture's overview chart draws max(0.1x, x), which is `leaky_relu:0.1`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -73,16 +80,101 @@ ACTIVATIONS: dict[str, Callable[[int | None], nn.Module]] = {
 _ALIASES = {"silu": "swish", "lrelu": "leaky_relu", "none": "identity", "linear": "identity"}
 
 
+@dataclass(frozen=True)
+class _Param:
+    """The one parameter an activation takes after a colon, e.g. `leaky_relu:0.1`."""
+
+    meaning: str
+    default: float
+    example: str
+    valid: Callable[[float], bool]
+    rule: str  # what `valid` asks, for the error message
+    build: Callable[[int | None, float], nn.Module]
+    integer: bool = False
+
+
+def _maxout_pieces(channels: int | None, pieces: float) -> nn.Module:
+    if channels is None:
+        raise ValueError("act='maxout' needs the channel count where it is used")
+    return Maxout(channels, int(pieces))
+
+
+_PARAMS: dict[str, _Param] = {
+    # A slope of 1 or more is no longer "leaky": the negative side would be as steep as the positive.
+    "leaky_relu": _Param(
+        "negative slope",
+        0.01,
+        "leaky_relu:0.1",
+        lambda v: 0 <= v < 1,
+        "a number in [0, 1)",
+        lambda c, v: nn.LeakyReLU(v, inplace=True),
+    ),
+    "elu": _Param(
+        "alpha", 1.0, "elu:0.5", lambda v: v > 0, "a number > 0", lambda c, v: nn.ELU(v, inplace=True)
+    ),
+    "prelu": _Param(
+        "initial slope",
+        0.25,
+        "prelu:0.1",
+        lambda v: 0 <= v < 1,
+        "a number in [0, 1)",
+        lambda c, v: nn.PReLU(num_parameters=c or 1, init=v),
+    ),
+    "maxout": _Param("pieces", 2, "maxout:3", lambda v: v >= 2, "an integer >= 2", _maxout_pieces, True),
+}
+
+
+def _forms() -> str:
+    return (
+        ", ".join(ACTIVATIONS)
+        + "; with a parameter: "
+        + ", ".join(f"{p.example} ({p.meaning})" for p in _PARAMS.values())
+    )
+
+
+def _format_value(value: float, integer: bool) -> str:
+    return str(int(value)) if integer else repr(float(value))
+
+
 def resolve_act(name: str) -> str:
-    """Canonical activation name, or a ValueError listing the choices."""
+    """Canonical activation spec: a name ('relu'), or a name and its parameter ('leaky_relu:0.1').
+
+    Names are case-insensitive and aliases resolve ('lrelu:0.1' -> 'leaky_relu:0.1'); a parameter
+    equal to the default is dropped ('leaky_relu:0.01' -> 'leaky_relu'), so one activation has
+    one spelling. Anything else is a ValueError naming the valid forms.
+    """
     if not isinstance(name, str):
         raise TypeError(f"act must be a name such as 'relu', got {type(name).__name__}")
-    key = _ALIASES.get(name.lower(), name.lower())
+    base, colon, arg = name.strip().partition(":")
+    key = _ALIASES.get(base.strip().lower(), base.strip().lower())
     if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; choose one of: {', '.join(ACTIVATIONS)}")
-    return key
+        raise ValueError(f"unknown activation {name!r}; choose one of: {_forms()}")
+    if not colon:
+        return key
+    param = _PARAMS.get(key)
+    if param is None:
+        raise ValueError(
+            f"activation {key!r} takes no parameter, got {name!r}; only "
+            + ", ".join(f"{k} ({p.example})" for k, p in _PARAMS.items())
+            + " take one after a colon"
+        )
+    try:
+        value = float(arg)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not param.valid(value) or (param.integer and value != int(value)):
+        raise ValueError(
+            f"bad {key} {param.meaning} {arg.strip()!r} in {name!r}: it must be {param.rule}, "
+            f"e.g. {param.example}"
+        )
+    if value == param.default:
+        return key
+    return f"{key}:{_format_value(value, param.integer)}"
 
 
 def get_act(name: str, channels: int | None = None) -> nn.Module:
-    """A fresh activation module by name; `channels` sizes PReLU and maxout."""
-    return ACTIVATIONS[resolve_act(name)](channels)
+    """A fresh activation module by spec ('relu', 'leaky_relu:0.1'); `channels` sizes PReLU and maxout."""
+    key, colon, arg = resolve_act(name).partition(":")
+    if colon:
+        return _PARAMS[key].build(channels, float(arg))
+    return ACTIVATIONS[key](channels)

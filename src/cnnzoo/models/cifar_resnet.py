@@ -55,6 +55,7 @@ CIFAR_SPECS: dict[str, CifarSpec] = {
     # He et al. 2016: 6n+2 (basic) or 9n+2 (bottleneck, 4x wider outputs) layers, 1x1
     # projections where the shape changes, and the stride on a bottleneck's first 1x1 (v1), as in
     # the paper's code (resnet-1k-layers).
+    "preact_resnet56": CifarSpec("preact_basic", 9),
     "preact_resnet110": CifarSpec("preact_basic", 18),
     "preact_resnet164": CifarSpec("preact_bottleneck", 18, variant="v1"),
     "preact_resnet1001": CifarSpec("preact_bottleneck", 111, variant="v1"),
@@ -153,6 +154,12 @@ def plain56(*, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNe
 def plain110(*, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
     """Plain-110: ResNet-110 without shortcuts, the same 1.7M parameters."""
     return _cifar("plain110", num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+
+@register(family="cifar_preact_resnet", paper=_PREACT, year=2016, input_size=(3, 32, 32), min_input_size=1)
+def preact_resnet56(*, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> ResNet:
+    """Pre-activation ResNet-56: 3 stages of 9 BN-act-conv basic blocks, 0.86M parameters (ResNet-56's convs, option B)."""
+    return _cifar("preact_resnet56", num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
 @register(family="cifar_preact_resnet", paper=_PREACT, year=2016, input_size=(3, 32, 32), min_input_size=1)
