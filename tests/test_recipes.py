@@ -115,7 +115,7 @@ def test_fast_resolves_per_family():
     cfg = resolve_config("fast", model="lenet5", data="fashion-mnist")
     # The config records what "fast" resolved to, with that recipe's values.
     assert cfg.recipe == "lenet-relu-fast" and cfg.model_kwargs == {"act": "relu"}
-    assert (cfg.batch_size, cfg.schedule) == (256, "onecycle")
+    assert (cfg.batch_size, cfg.schedule, cfg.epochs) == (256, "onecycle", 3)
     r20 = resolve_config("fast", model="resnet20", data="fashion-mnist")
     assert r20.recipe == "cifar-fast" and r20.amp and r20.channels_last and r20.label_smoothing > 0
     # A family without a measured fast recipe gets a message naming its default recipe.
