@@ -278,7 +278,11 @@ _LENET_RELU_FAST = Recipe(
     "modern LeNet-5 (ReLU, max pooling) to >= 90% Fashion-MNIST test top-1 in three epochs",
 )
 
-# ResNet-20 (and the other CIFAR nets, all with BatchNorm) to 93% Fashion-MNIST test top-1.
+# ResNet-20 (and the other CIFAR nets, all with BatchNorm) to 93% Fashion-MNIST test top-1:
+# one-cycle SGD at a large peak, label smoothing, bf16 and channels_last (bf16 is 1.45x on this
+# CPU's ResNet-20 step; on a CPU without native bf16 pass --no-amp). Measured in this project, as
+# `cnnzoo train` runs it, seed 0: test top-1 92.64% after 8 epochs, 93.60% after 9, 93.59% for
+# the epoch selected on validation (the 10th). The CIFAR nets' other families share it untuned.
 _CIFAR_FAST = Recipe(
     "cifar-fast",
     "Smith & Topin 2017, arXiv:1708.07120 (one-cycle, large lr); Page 2018, How to train your ResNet "
