@@ -149,7 +149,8 @@ def test_recipe_model_kwargs_merge_with_the_users():
     assert added.model_kwargs == {"act": "relu", "img_size": 32}
     replaced = resolve_config("lenet-relu-fast", model="lenet5", data="mnist", model_kwargs={"act": "tanh"})
     assert replaced.model_kwargs == {"act": "tanh"}
-    # The recipe's table is not changed by a run that overrides it.
+    # The recipe's table is not changed by a run that overrides it, nor by one that edits its config.
+    resolve_config("fast", model="lenet5", data="mnist").model_kwargs["img_size"] = 32
     assert RECIPES["lenet-relu-fast"].values["model_kwargs"] == {"act": "relu"}
     assert "model act=relu" in resolve_config("fast", model="lenet5", data="mnist").describe()
     assert "model" not in resolve_config("lenet-fast", model="lenet5", data="mnist").describe().split(", ")[1]

@@ -189,8 +189,8 @@ def resolve_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
     # key: --model-arg drop_path_rate=0.1 adds to them, --model-arg act=tanh replaces one.
     user_kwargs = overrides.pop("model_kwargs", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    if user_kwargs is not None:
-        values["model_kwargs"] = {**values.get("model_kwargs", {}), **user_kwargs}
+    if user_kwargs is not None or "model_kwargs" in values:  # a copy: the recipe's table stays as it is
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), **(user_kwargs or {})}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
