@@ -1,12 +1,13 @@
 """Training speed: cnnzoo's training engine and input path against plain PyTorch, in one run.
 
-Four tables, on Fashion-MNIST from the cnnzoo cache (`cnnzoo data fetch fashion-mnist`) and on
-generated crowd images:
+Five sections (`--sections`), on Fashion-MNIST from the cnnzoo cache (`cnnzoo data fetch
+fashion-mnist`) and on generated crowd images; the machine's load is printed at the start and
+the end, and idle OpenMP threads sleep (OMP_WAIT_POLICY=PASSIVE) as the machine may be shared:
 
-1. input path: images/s of cnnzoo's TensorLoader (uint8 tensors in memory, batched crop + flip
+1. input: images/s of cnnzoo's TensorLoader (uint8 tensors in memory, batched crop + flip
    on tensors) vs torchvision's DataLoader with per-sample transforms (RandomCrop, flip,
    ToTensor, Normalize), one pass over the training set each;
-2. training throughput: images/s of the engine (fast input path, channels_last) against two bare
+2. throughput: images/s of the engine (fast input path, channels_last) against two bare
    loops over the same model and batches, for ResNet-20 (1x28x28 input) and LeNet-5:
    - "strong": what a competent user writes with the same speed settings as the engine: the
      model and batches in channels_last, fused SGD, and bf16 autocast in the --amp rows. The
@@ -14,15 +15,20 @@ generated crowd images:
    - "plain": NCHW, torch's default (for-loop) SGD, fp32: the loop of the issue-5 table, kept
      so that the ratios can be compared with earlier measurements.
    The contenders are timed alternately, median of `--rounds`;
-3. time to 90% test top-1 with LeNet-5 (the `lenet-fast` recipe): cnnzoo's `train()` (its test
-   curve) vs the same recipe in a bare loop; training seconds until the first epoch at or above
-   90%;
-4. counting: the engine's training epoch for resnet50_counter on 256x256 crops vs the counting
+3. race: LeNet-5 to 90% test top-1, `cnnzoo train lenet5 --recipe fast` through the engine
+   against the best plain loop (ReLU/max-pool LeNet-5, AdamW one-cycle, batch 256, 3 epochs on
+   all training images, fused AdamW and channels_last like the engine), seed by seed (`--seeds`),
+   their order alternated: training seconds until the first epoch whose test top-1 (a curve no
+   choice reads) reaches 90%, median and range, and the engine's validation-selected result;
+4. resnet93: ResNet-20 to 93% test top-1 with `--recipe fast`, `--resnet-seeds` (10 epochs
+   each: long on a CPU);
+5. counting: the engine's training epoch for resnet50_counter on 256x256 crops vs the counting
    loop cnnzoo had before the engine (a plain loop over the same batches: forward, pixel MSE,
    backward, AdamW step, crop MAE), alternately, median of `--rounds`.
 
-    python benchmarks/bench_train.py                  # all four (several minutes on 2 cores)
-    python benchmarks/bench_train.py --skip-time-to-90 --skip-counting
+    python benchmarks/bench_train.py                  # everything (an hour or more on 2 cores)
+    python benchmarks/bench_train.py --sections race --threads 1
+    python benchmarks/bench_train.py --sections input,throughput --steps 30 --rounds 3
 """
 
 from __future__ import annotations
