@@ -13,6 +13,7 @@ from cnnzoo.registry import UnknownModelError, create_model, list_models, model_
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.recipes import (
     DEFAULT_RECIPES,
+    FAST_RECIPES,
     MODEL_DEFAULT_RECIPES,
     RECIPES,
     default_recipe,
@@ -128,9 +129,7 @@ def test_fast_resolves_per_family():
     assert set(FAST_RECIPES) <= set(DEFAULT_RECIPES) and set(FAST_RECIPES.values()) <= set(RECIPES)
 
 
-@pytest.mark.parametrize(
-    "name", [n for n in list_models() if model_info(n).family in ("lenet", "cifar_resnet")]
-)
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).family in set(FAST_RECIPES)])
 def test_fast_recipe_builds_its_models(name):
     from cnnzoo.train.recipes import fast_recipe
 
