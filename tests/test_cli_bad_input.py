@@ -127,6 +127,7 @@ CASES = [
     (["train", "lenet5", "--data", "imagefolder:{ws}/folder", "--lr", "-1", "--out", "{ws}/r4"], "--lr"),
     (["train", "lenet5", "--data", "imagefolder:{ws}/folder", "--lr", "nan", "--out", "{ws}/r4"], "--lr"),
     (["train", "lenet5", "--data", "mnist", "--recipe", "nope"], "nope"),
+    (["train", "resnet18", "--data", "mnist", "--recipe", "fast"], "imagenet-sgd"),
     (["train", "lenet5", "--data", "mnist", "--model-arg", "noequals"], "KEY=VALUE"),
     (
         ["train", "lenet5", "--data", "imagefolder:{ws}/folder", "--model-arg", "act=leaky_relu:2"],

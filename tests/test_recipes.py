@@ -13,6 +13,7 @@ from cnnzoo.registry import UnknownModelError, create_model, list_models, model_
 from cnnzoo.train.config import TrainConfig
 from cnnzoo.train.recipes import (
     DEFAULT_RECIPES,
+    FAST_RECIPES,
     MODEL_DEFAULT_RECIPES,
     RECIPES,
     default_recipe,
@@ -103,3 +104,52 @@ def test_default_lenet_recipe_leaves_the_plateau(one_thread):
 
     assert accuracy_after(RECIPES[default_recipe("lenet5")].values) > 0.8
     assert accuracy_after({}) < 0.3
+
+
+# -- `--recipe fast` -------------------------------------------------------------------------------
+def test_fast_resolves_per_family():
+    from cnnzoo.train import UnknownRecipeError, resolve_config
+    from cnnzoo.train.recipes import FAST_RECIPES, fast_recipe
+
+    assert fast_recipe("lenet5") == "lenet-relu-fast"
+    assert fast_recipe("resnet20") == fast_recipe("resnet110") == "cifar-fast"
+    cfg = resolve_config("fast", model="lenet5", data="fashion-mnist")
+    # The config records what "fast" resolved to, with that recipe's values.
+    assert cfg.recipe == "lenet-relu-fast" and cfg.model_kwargs == {"act": "relu"}
+    assert (cfg.batch_size, cfg.schedule, cfg.epochs) == (256, "onecycle", 3)
+    r20 = resolve_config("fast", model="resnet20", data="fashion-mnist")
+    assert r20.recipe == "cifar-fast" and r20.amp and r20.channels_last and r20.label_smoothing > 0
+    # A family without a measured fast recipe gets a message naming its default recipe.
+    with pytest.raises(UnknownRecipeError, match="imagenet-sgd"):
+        fast_recipe("resnet18")
+    with pytest.raises(UnknownRecipeError, match="adamw-cosine"):
+        resolve_config("fast", model="mobilenet_v2", data="cifar10")
+    with pytest.raises(ValueError, match="model"):
+        resolve_config("fast", data="cifar10")
+    assert set(FAST_RECIPES) <= set(DEFAULT_RECIPES) and set(FAST_RECIPES.values()) <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if model_info(n).family in set(FAST_RECIPES)])
+def test_fast_recipe_builds_its_models(name):
+    from cnnzoo.train.recipes import fast_recipe
+
+    kwargs = RECIPES[fast_recipe(name)].values.get("model_kwargs", {})
+    with torch.device("meta"):
+        model = create_model(name, num_classes=10, in_chans=1, **kwargs)
+    if name.startswith("lenet"):  # the modern LeNet: ReLU, and the max pooling that comes with it
+        assert any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+        assert not any(isinstance(m, nn.AvgPool2d | nn.Sigmoid) for m in model.modules())
+
+
+def test_recipe_model_kwargs_merge_with_the_users():
+    from cnnzoo.train import resolve_config
+
+    added = resolve_config("lenet-relu-fast", model="lenet5", data="mnist", model_kwargs={"img_size": 32})
+    assert added.model_kwargs == {"act": "relu", "img_size": 32}
+    replaced = resolve_config("lenet-relu-fast", model="lenet5", data="mnist", model_kwargs={"act": "tanh"})
+    assert replaced.model_kwargs == {"act": "tanh"}
+    # The recipe's table is not changed by a run that overrides it, nor by one that edits its config.
+    resolve_config("fast", model="lenet5", data="mnist").model_kwargs["img_size"] = 32
+    assert RECIPES["lenet-relu-fast"].values["model_kwargs"] == {"act": "relu"}
+    assert "model act=relu" in resolve_config("fast", model="lenet5", data="mnist").describe()
+    assert "model" not in resolve_config("lenet-fast", model="lenet5", data="mnist").describe().split(", ")[1]

@@ -525,3 +525,23 @@ def test_auxiliary_heads_are_trained_with_their_loss(tmp_path: Path) -> None:
     before = aux.detach().clone()
     trainer.fit()
     assert not torch.equal(aux.detach(), before)
+
+
+def test_fast_recipe_from_the_cli_trains_and_says_its_settings(tmp_path, capsys):
+    """`cnnzoo train lenet5 --recipe fast`: the family's fast recipe, its architecture options
+    printed at the start and applied to the model that trains (tiny fake data, one epoch)."""
+    args = parse(
+        "train", "lenet5", "--data", "fake", "--recipe", "fast", "--epochs", "1", "--batch-size", "32",
+        "--out", str(tmp_path / "fast"), "--no-summary", "--no-progress", "--threads", "1",
+    )  # fmt: skip
+    cfg = _config_from_args(args)
+    assert cfg.recipe == "lenet-relu-fast" and cfg.model_kwargs == {"act": "relu"}
+    trainer = Trainer(cfg, data=train_fakes.make_loaders)
+    final = trainer.fit()
+    start = capsys.readouterr().out.splitlines()[0]
+    assert "recipe lenet-relu-fast" in start and "model act=relu" in start
+    assert "schedule onecycle" in start and "channels_last" in start
+    assert trainer.raw_model.act_name == "relu" and trainer.raw_model.pool_type == "max"
+    assert final["epochs"] == 1 and math.isfinite(final["train_loss"])
+    saved = json.loads((tmp_path / "fast" / "config.json").read_text())
+    assert saved["recipe"] == "lenet-relu-fast" and saved["model_kwargs"] == {"act": "relu"}

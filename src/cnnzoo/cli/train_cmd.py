@@ -118,12 +118,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cnnzoo.train import RECIPES, TrainingError, train
 
     if args.recipes:
-        from cnnzoo.train.recipes import DEFAULT_RECIPES, MODEL_DEFAULT_RECIPES
+        from cnnzoo.train.recipes import DEFAULT_RECIPES, FAST_RECIPES, MODEL_DEFAULT_RECIPES
 
         def default_for(name: str) -> str:
             families = [f for f, r in DEFAULT_RECIPES.items() if r == name]
             models = [m for m, r in MODEL_DEFAULT_RECIPES.items() if r == name]
-            return ", ".join(families + models) or "-"
+            fast = [f for f, r in FAST_RECIPES.items() if r == name]
+            text = ", ".join(families + models)
+            if fast:
+                text += ("; " if text else "") + "--recipe fast: " + ", ".join(fast)
+            return text or "-"
 
         rows = [
             {
@@ -390,7 +394,7 @@ def add_parsers(subparsers: Any) -> None:
     from cnnzoo.data.stream import MAX_DEFAULT_WORKERS
     from cnnzoo.data.transforms import STREAM_AUGMENTS
     from cnnzoo.train.config import OPTIMIZERS, SCHEDULES, TrainConfig
-    from cnnzoo.train.recipes import RECIPES
+    from cnnzoo.train.recipes import FAST, RECIPES
 
     p = subparsers.add_parser(
         "train",
@@ -408,8 +412,9 @@ def add_parsers(subparsers: Any) -> None:
     p.add_argument("--data", help="dataset: fashion-mnist, mnist, cifar10, cifar100, imagefolder:PATH")
     p.add_argument(
         "--recipe",
-        choices=list(RECIPES),
-        help="named hyper-parameters (default: the model family's recipe, see --recipes)",
+        choices=[*RECIPES, FAST],
+        help="named hyper-parameters (default: the model family's recipe, see --recipes); fast: the "
+        "family's time-to-accuracy recipe",
     )
     p.add_argument("--recipes", action="store_true", help="list the recipes and exit")
     d = TrainConfig()

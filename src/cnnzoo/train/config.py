@@ -137,8 +137,10 @@ class TrainConfig:
         opt = f"{self.optimizer} lr {self.lr:g}"
         if self.optimizer == "sgd":
             opt += f" momentum {self.momentum:g}" + (" nesterov" if self.nesterov else "")
-        parts = [
-            f"recipe {self.recipe or '(none)'}",
+        parts = [f"recipe {self.recipe or '(none)'}"]
+        if self.model_kwargs:
+            parts.append("model " + " ".join(f"{k}={v}" for k, v in self.model_kwargs.items()))
+        parts += [
             plural(self.epochs, "epoch"),
             f"batch {self.batch_size}",
             opt,
@@ -163,15 +165,32 @@ class TrainConfig:
 
 
 def resolve_config(recipe: str | None = None, **overrides: Any) -> TrainConfig:
-    """TrainConfig from defaults, then the recipe's values, then `overrides` (None values skipped)."""
-    from cnnzoo.train.recipes import RECIPES, UnknownRecipeError
+    """TrainConfig from defaults, then the recipe's values, then `overrides` (None values skipped).
+
+    `recipe="fast"` picks the model family's time-to-accuracy recipe (`cnnzoo.train.recipes.FAST_RECIPES`);
+    the config records the recipe it resolved to. `model_kwargs` in `overrides` are merged into
+    the recipe's, key by key.
+    """
+    from cnnzoo.train.recipes import FAST, RECIPES, UnknownRecipeError
 
     values: dict[str, Any] = {}
+    if recipe == FAST:
+        from cnnzoo.train.recipes import fast_recipe
+
+        if not overrides.get("model"):
+            raise ValueError("the fast recipe depends on the model's family; pass a model name")
+        recipe = fast_recipe(overrides["model"])
     if recipe is not None:
         if recipe not in RECIPES:
-            raise UnknownRecipeError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+            choices = ", ".join([*RECIPES, FAST])
+            raise UnknownRecipeError(f"unknown recipe {recipe!r}; choose from {choices}")
         values.update(RECIPES[recipe].values)
+    # A recipe's architecture options (the fast LeNet-5's ReLU) hold unless the user sets the same
+    # key: --model-arg drop_path_rate=0.1 adds to them, --model-arg act=tanh replaces one.
+    user_kwargs = overrides.pop("model_kwargs", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if user_kwargs is not None or "model_kwargs" in values:  # a copy: the recipe's table stays as it is
+        values["model_kwargs"] = {**values.get("model_kwargs", {}), **(user_kwargs or {})}
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - names)
     if unknown:
