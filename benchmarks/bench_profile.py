@@ -12,8 +12,9 @@ times in the same run, on that same instance and input:
                      forward with a dispatch-level counter and no per-layer table
     fvcore           FlopCountAnalysis(tv_model, x).total() - TorchScript trace + its op handlers
 
-the three interleaved repeat by repeat (medians), and, for reference, `profile(name)` on meta.
-It also checks that they agree on the multiply-accumulates of convolutions and matrix products
+the three interleaved repeat by repeat (medians); and on the meta device (no weights, no
+arithmetic) `profile(name)` against FlopCounterMode around torchvision's model built on meta,
+interleaved the same way. It also checks that they agree on the multiply-accumulates of convolutions and matrix products
 (FlopCounterMode counts 2 flops per MAC; fvcore calls one MAC a "flop" and its total also counts
 BatchNorm and adaptive pooling, ours keeps those out of `macs`).
 
@@ -119,7 +120,18 @@ def part2(names: list[str], repeats: int, analysis: Callable | None) -> list[dic
             if analysis is not None:
                 fns["fvcore"] = lambda: fv().total()
             med = interleaved(fns, repeats)
-            ours_meta = seconds(lambda n=name: cnnzoo.profile(n), repeats)
+            with torch.device("meta"):  # FlopCounterMode needs no weights either
+                tv_meta = getattr(torchvision.models, info.torchvision)().eval()
+            meta = interleaved(
+                {
+                    "cnnzoo": lambda n=name: cnnzoo.profile(n),
+                    "flop_counter": lambda m=tv_meta, s=size: flop_counter_macs(
+                        m, torch.zeros(1, *s, device="meta")
+                    ),
+                },
+                repeats,
+            )
+            ours_meta = meta["cnnzoo"]
             by_op = fv().by_operator() if analysis is not None else {}
         fv_macs = sum(v for k, v in by_op.items() if k in FVCORE_MAC_OPS) if by_op else None
         med.setdefault("fvcore", float("nan"))
@@ -131,6 +143,7 @@ def part2(names: list[str], repeats: int, analysis: Callable | None) -> list[dic
                 "model": name,
                 "cnnzoo_cpu_s": ours_cpu,
                 "cnnzoo_meta_s": ours_meta,
+                "flop_counter_meta_s": meta["flop_counter"],
                 "flop_counter_s": med["flop_counter"],
                 "fvcore_s": med["fvcore"],
                 "flop_counter_ratio": med["flop_counter"] / ours_cpu,
@@ -144,7 +157,7 @@ def part2(names: list[str], repeats: int, analysis: Callable | None) -> list[dic
         )
         print(
             f"  {name:20s} cnnzoo {ours_cpu:7.3f}s (meta {ours_meta:6.3f}s)  FlopCounterMode "
-            f"{med['flop_counter']:7.3f}s  fvcore {med['fvcore']:7.3f}s  MACs agree: FlopCounterMode "
+            f"{med['flop_counter']:7.3f}s (meta {meta['flop_counter']:6.3f}s)  fvcore {med['fvcore']:7.3f}s  MACs agree: FlopCounterMode "
             f"{fc_macs == macs}, fvcore {'-' if fv_macs is None else fv_macs == macs}",
             file=sys.stderr,
         )
@@ -192,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             fc = sum(r["flop_counter_s"] for r in rows2)
             result["vs_fvcore_total"] = {
                 "cnnzoo_s": ours,
+                "cnnzoo_meta_s": sum(r["cnnzoo_meta_s"] for r in rows2),
+                "flop_counter_meta_s": sum(r["flop_counter_meta_s"] for r in rows2),
                 "flop_counter_s": fc,
                 "fvcore_s": theirs,
                 "flop_counter_ratio": fc / ours,
@@ -209,22 +224,28 @@ def main(argv: list[str] | None = None) -> int:
     if "vs_fvcore" in result:
         print()
         print(
-            "| model | cnnzoo s (CPU) | cnnzoo s (meta) | FlopCounterMode s | FlopCounterMode / cnnzoo "
-            "| fvcore s | fvcore / cnnzoo | MACs agree (FlopCounterMode, fvcore) |"
+            "| model | cnnzoo s (CPU) | FlopCounterMode s (CPU) | FlopCounterMode / cnnzoo | cnnzoo s (meta) "
+            "| FlopCounterMode s (meta) | fvcore s | fvcore / cnnzoo | MACs agree (FlopCounterMode, fvcore) |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
         yes = {True: "yes", False: "no", None: "-"}
+
+        def num(v: float, digits: int) -> str:
+            return "-" if v != v else f"{v:.{digits}f}"  # NaN: fvcore not installed
+
         for r in result["vs_fvcore"]:
             print(
-                f"| {r['model']} | {r['cnnzoo_cpu_s']:.3f} | {r['cnnzoo_meta_s']:.3f} | "
-                f"{r['flop_counter_s']:.3f} | {r['flop_counter_ratio']:.2f} | {r['fvcore_s']:.3f} | "
-                f"{r['ratio']:.2f} | {yes[r['flop_counter_agree']]}, {yes[r['macs_agree']]} |"
+                f"| {r['model']} | {r['cnnzoo_cpu_s']:.3f} | {r['flop_counter_s']:.3f} | "
+                f"{r['flop_counter_ratio']:.2f} | {r['cnnzoo_meta_s']:.3f} | {r['flop_counter_meta_s']:.3f} | "
+                f"{num(r['fvcore_s'], 3)} | "
+                f"{num(r['ratio'], 2)} | {yes[r['flop_counter_agree']]}, {yes[r['macs_agree']]} |"
             )
         t = result.get("vs_fvcore_total")
         if t:
             print(
-                f"| **total** | **{t['cnnzoo_s']:.2f}** | | **{t['flop_counter_s']:.2f}** | "
-                f"**{t['flop_counter_ratio']:.2f}** | **{t['fvcore_s']:.2f}** | **{t['ratio']:.2f}** | |"
+                f"| **total** | **{t['cnnzoo_s']:.2f}** | **{t['flop_counter_s']:.2f}** | "
+                f"**{t['flop_counter_ratio']:.2f}** | {t['cnnzoo_meta_s']:.2f} | {t['flop_counter_meta_s']:.2f} | "
+                f"{num(t['fvcore_s'], 2)} | {num(t['ratio'], 2)} | |"
             )
     return 0
 
