@@ -256,9 +256,9 @@ def bench_folders(args: argparse.Namespace) -> None:
             rates: dict[str, list[float]] = {k: [] for k in contenders}
             for loader in contenders.values():
                 epoch_rate(loader)  # warm-up: worker start, page cache
-            for _ in range(args.rounds):  # interleaved: a load change hits every contender alike
-                for name, loader in contenders.items():
-                    rates[name].append(epoch_rate(loader))
+            for r in range(args.rounds):  # interleaved, alternating order: a load change hits all alike
+                for name in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
+                    rates[name].append(epoch_rate(contenders[name]))
             med = {k: statistics.median(v) for k, v in rates.items()}
             ratio = med["cnnzoo"] / max(med["pil"], med["decode"], med["uint8"])
             print(
