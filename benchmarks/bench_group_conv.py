@@ -5,10 +5,12 @@ to 4C' channels; it only learns a quarter of the weights and must rebuild its st
 bank (the four rotated, cycled copies) on every call. Timed in the same run, round by round in
 turn, forward + backward, median over rounds:
 
-    anchor   nn.Conv2d(4C, 4C', 3)                  the same maps from an ordinary conv
+    anchor   nn.Conv2d(4C, 4C', 3)                  the same maps from an ordinary conv: the
+                                                    strongest baseline, a lower bound no p4
+                                                    conv can beat (same arithmetic, no rebuild)
     p4       P4Conv2d(C, C', 3)                     one conv over the stacked copies (cnnzoo)
-    naive    the paper's group sum, one conv per    16 small convs (the tests' oracle)
-             (output rotation, input rotation)
+    naive    the paper's group sum, one conv per    16 small convs (the tests' oracle): the
+             (output rotation, input rotation)      naive baseline
 
     python benchmarks/bench_group_conv.py                 # a few seconds on 2 cores
     python benchmarks/bench_group_conv.py --rounds 30 --threads 1
@@ -75,8 +77,9 @@ def main() -> None:
         for fn in contenders.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {k: [] for k in contenders}
-        for _ in range(args.rounds):  # interleaved: a load change hits every contender alike
-            for k, fn in contenders.items():
+        for r in range(args.rounds):  # interleaved, alternating order: a load change hits all alike
+            for k in list(contenders) if r % 2 == 0 else list(contenders)[::-1]:
+                fn = contenders[k]
                 t0 = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - t0)

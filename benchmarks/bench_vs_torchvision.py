@@ -4,6 +4,11 @@ For every architecture both libraries have, time one forward + backward pass (th
 training work) of each, interleaved round by round so that drift in the machine's speed hits
 both alike, and report the median images/s and the ratio ours / torchvision (target >= 0.98).
 
+The baseline is the strongest simple alternative for this question: torchvision's own model of
+the same architecture, run the same way (eager, NCHW, fp32, the same input and weights), so the
+ratio measures cnnzoo's model code alone. Speed settings that apply to any model (channels_last,
+bf16, compile) belong to the training and inference benchmarks, where both sides get them.
+
     python benchmarks/bench_vs_torchvision.py                    # every shared model
     python benchmarks/bench_vs_torchvision.py --names resnet18 vgg11 --batch 16 --size 224
 """

@@ -306,3 +306,49 @@ def test_compiled_path_agrees_with_eager() -> None:
     compiled = choice.candidates[1]
     assert compiled.name == "compiled" and compiled.exact and compiled.max_rel_error <= 1e-5
     assert compiled.setup_s > 0
+
+
+# -- bf16 on the CPU: opt-in, never chosen at the fp32 tolerance ---------------------------------------
+def test_bf16_path_is_close_but_not_exact_and_never_chosen_by_default() -> None:
+    torch.manual_seed(0)
+    model = with_statistics(cnnzoo.create_model("resnet20", num_classes=4))
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    run, _ = fastest.build_path("bf16", model, x)
+    out = run(x)
+    # bf16 keeps 8 bits of mantissa: each rounding is ~4e-3 relative; through 20 layers the
+    # output drifts by more than the fp32 tolerance but keeps its shape and scale.
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert 1e-4 < rel_error(out, ref) < 0.1
+    choice = choose_fastest(model, x, paths=["eager", "folded", "bf16"], repeats=1)
+    by = {c.name: c for c in choice.candidates}
+    assert "differs from eager" in by["bf16"].error and choice.best.name != "bf16"
+    loose = choose_fastest(model, x, paths=["bf16"], rtol=0.1, repeats=1)
+    assert {c.name for c in loose.candidates} == {"eager", "bf16"} and loose.candidates[1].exact
+    # Opt-in: neither bench's nor predict's default candidates hold a bf16 path.
+    from cnnzoo.deploy.bench import default_paths
+
+    assert not set(fastest.CPU_BF16_PATHS) & set(default_paths(torch.device("cpu")))
+
+
+def test_bench_cli_shows_a_bf16_path_with_its_error(capsys) -> None:
+    args = ["bench", "resnet20", "--batch", "2", "--input", "3x16x16", "--rounds", "2"]
+    code, out, _ = cli(capsys, *args, "--paths", "folded,bf16", "--format", "json")
+    rows = {r["path"]: r for r in json.loads(out)}
+    assert code == 0 and rows["bf16"]["max_rel_error"] > 1e-4 and rows["bf16"]["note"].startswith("not exact")
+    code, out, _ = cli(capsys, *args, "--paths", "folded,bf16")
+    assert code == 0 and out.splitlines()[-1].startswith("fastest exact path: ")
+    assert "fastest exact path: bf16" not in out
+
+
+@pytest.mark.slow  # inductor compiles C++: ~10 s of CPU even for LeNet-5; run with -m slow
+def test_compiled_bf16_path_runs_in_bf16() -> None:
+    torch.manual_seed(0)
+    model = with_statistics(cnnzoo.create_model("resnet20", num_classes=4))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    run, setup = fastest.build_path("compiled-bf16", model, x)
+    out = run(x)
+    assert out.dtype == torch.float32 and setup > 0 and 1e-4 < rel_error(out, ref) < 0.1

@@ -198,3 +198,25 @@ def test_missing_onnx_packages_give_the_install_line(monkeypatch, tmp_path) -> N
         export(cnnzoo.create_model("lenet5"), tmp_path / "l.onnx")
     # The other formats need nothing extra.
     assert export(cnnzoo.create_model("lenet5"), tmp_path / "l.pt", format="torchscript").path.is_file()
+
+
+def test_onnx_workers_sleep_instead_of_spinning_on_a_busy_machine(monkeypatch, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    export_module = sys.modules["cnnzoo.deploy.export"]  # the package re-exports the function
+
+    key = "session.intra_op.allow_spinning"
+
+    def spinning(options) -> str:
+        try:
+            return options.get_session_config_entry(key)
+        except Exception:  # not set: onnxruntime's default, spinning on
+            return "default"
+
+    path = tmp_path / "lenet5.onnx"
+    export(cnnzoo.create_model("lenet5"), path, format="onnx")
+    monkeypatch.setattr(export_module.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(export_module.os, "cpu_count", lambda: 4)
+    assert spinning(export_module.onnx_session(path, threads=2).get_session_options()) == "default"
+    busy = (3.5, 3.0, 3.0)  # 0.5 free cores for 2 threads
+    monkeypatch.setattr(export_module.os, "getloadavg", lambda: busy)
+    assert spinning(export_module.onnx_session(path, threads=2).get_session_options()) == "0"

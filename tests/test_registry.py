@@ -293,6 +293,9 @@ def test_list_and_info_build_no_model(monkeypatch, capsys):
         raise AssertionError("cnnzoo list built a model")
 
     monkeypatch.setattr(registry, "create_model", refuse)
+    # Any other route to a model (a builder called directly, a meta-device build) makes a layer.
+    monkeypatch.setattr(torch.nn.modules.conv._ConvNd, "__init__", refuse)
+    monkeypatch.setattr(torch.nn.Linear, "__init__", refuse)
     assert main(["list"]) == 0
     assert "resnet50" in capsys.readouterr().out
     assert main(["info", "resnet50"]) == 0

@@ -187,7 +187,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--input", metavar="CxHxW", help="input size (default: the model's)")
     p.add_argument("--threads", type=int, help="torch and ONNX Runtime threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (bf16 autocast, channels_last, CUDA graphs)")
-    p.add_argument("--paths", metavar="P,P", help="comma-separated subset of the paths (default: all)")
+    p.add_argument(
+        "--paths",
+        metavar="P,P",
+        help="comma-separated paths (default: every fp32 one); bf16 and compiled-bf16 are opt-in: "
+        "faster on CPUs with native bf16, but not exact",
+    )
     p.add_argument("--rounds", type=int, default=10, help="timed calls per path (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per path first")
     p.add_argument("--model", help="architecture, for checkpoint files that do not name it")
