@@ -25,7 +25,7 @@ from cnnzoo.cli.main import main as cnnzoo_main
 from cnnzoo.experiments import BUDGETS, EXPERIMENTS, Finding, get_experiment, read_result, run_experiment
 from cnnzoo.experiments.activations import SATURATION, activation_statistics, time_to_target
 from cnnzoo.experiments.efficiency import beyond_frontier, measure_latency
-from cnnzoo.experiments.ensemble import ensemble_log_probs, protocol_log_probs
+from cnnzoo.experiments.ensemble import protocol_log_probs
 from cnnzoo.experiments.equivariance import (
     P4CNN,
     PlainCNN,
@@ -38,6 +38,7 @@ from cnnzoo.experiments.plots import pareto_front
 from cnnzoo.experiments.report import INDICATIVE, ExperimentResult, Table, render_markdown
 from cnnzoo.experiments.runner import format_setting, parse_overrides
 from cnnzoo.experiments.training import StepChunks, progress_label, stratified_subset
+from cnnzoo.train.evaluate import average_log_probs
 from experiment_fakes import write_fake_cifar10, write_fake_root
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -587,17 +588,17 @@ def test_ensemble_averages_probabilities_not_logits():
     g = torch.Generator().manual_seed(0)
     logits = [torch.randn(6, 4, generator=g) * 3 for _ in range(3)]
     expected = torch.stack([torch.softmax(z, 1) for z in logits]).mean(0)
-    got = ensemble_log_probs([torch.log_softmax(z, 1) for z in logits])
+    got = average_log_probs([torch.log_softmax(z, 1) for z in logits])
     torch.testing.assert_close(got.exp(), expected)
     # Averaging probabilities differs from averaging logits: one confident member does not win
     # outright. Member A: class 0 at 0.99; B and C: class 1 at 0.7, class 0 at 0.1.
     a = torch.tensor([[0.99, 0.01 / 3, 0.01 / 3, 0.01 / 3]]).log()
     b = torch.tensor([[0.1, 0.7, 0.1, 0.1]]).log()
-    assert ensemble_log_probs([a, b, b]).argmax(1).item() == 1  # (0.99 + 0.2) / 3 < (0.0033 + 1.4) / 3
+    assert average_log_probs([a, b, b]).argmax(1).item() == 1  # (0.99 + 0.2) / 3 < (0.0033 + 1.4) / 3
     assert (a + b + b).argmax(1).item() == 0  # the mean of the log-probabilities picks class 0
-    assert torch.equal(ensemble_log_probs([a]), a)
+    assert torch.equal(average_log_probs([a]), a)
     with pytest.raises(ValueError, match="at least one member"):
-        ensemble_log_probs([])
+        average_log_probs([])
 
 
 def test_protocol_log_probs_center_is_the_plain_evaluation():

@@ -17,8 +17,6 @@ reported beside them, never chosen by. Saved runs can be ensembled the same way 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +25,7 @@ from torch import nn
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 
-__all__ = ["EXPERIMENT", "Settings", "ensemble_log_probs", "protocol_log_probs"]
+__all__ = ["EXPERIMENT", "Settings", "protocol_log_probs"]
 
 
 @dataclass(frozen=True)
@@ -69,19 +67,6 @@ BUDGETS = {
 }
 
 
-def ensemble_log_probs(log_probs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """log of the members' softmax outputs averaged (N x classes), from their log-softmaxes.
-
-    Probabilities are averaged, as Krizhevsky et al. average "the predictions" of their CNNs;
-    computed as logsumexp - log(members), which does not underflow.
-    """
-    if not log_probs:
-        raise ValueError("an ensemble needs at least one member")
-    if len(log_probs) == 1:
-        return log_probs[0]
-    return torch.logsumexp(torch.stack(list(log_probs)), dim=0) - math.log(len(log_probs))
-
-
 @torch.inference_mode()
 def protocol_log_probs(
     model: nn.Module, x: torch.Tensor, protocol: str, batch_size: int = 500
@@ -110,6 +95,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         train_run,
         validation_subset,
     )
+    from cnnzoo.train.evaluate import average_log_probs
 
     if s.members < 2:
         raise ValueError(f"an ensemble needs members >= 2, got {s.members}")
@@ -186,8 +172,8 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     for k in range(1, s.members + 1):
         row = [k]
         for p in s.protocols:
-            v = _error(ensemble_log_probs(val_lp[p][:k]), vy)
-            t = _error(ensemble_log_probs(test_lp[p][:k]), ty)
+            v = _error(average_log_probs(val_lp[p][:k]), vy)
+            t = _error(average_log_probs(test_lp[p][:k]), ty)
             curve[p]["val"].append(v)
             curve[p]["test"].append(t)
             row += [round(v, 2), round(t, 2)]
