@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from cnnzoo.experiments.batchnorm import PlainStack, signal_rms, steps_to
+from cnnzoo.experiments.activations import time_to_target
+from cnnzoo.experiments.batchnorm import PlainStack, signal_rms
 from cnnzoo.experiments.gradflow import conv_grad_norms, depth_notes, first_last_ratio, measure
 from cnnzoo.experiments.lesion import blocks, deleted, replacement
 from cnnzoo.registry import create_model
@@ -178,5 +179,5 @@ def test_signal_rms_after_batchnorm_is_that_of_a_rectified_unit_variable():
 
 
 def test_steps_to_interpolates_from_chance():
-    assert steps_to([10, 20], [0.3, 0.7], 0.5, start=0.1) == pytest.approx(15.0)
-    assert steps_to([10, 20], [0.3, 0.4], 0.5, start=0.1) is None
+    assert time_to_target([10, 20], [0.3, 0.7], 0.5, start=0.1) == pytest.approx(15.0)
+    assert time_to_target([10, 20], [0.3, 0.4], 0.5, start=0.1) is None

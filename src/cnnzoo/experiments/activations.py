@@ -165,12 +165,16 @@ def _label(act: str) -> str:
 
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import load_dataset, normalize, stratified_subset, train_run
+    from cnnzoo.experiments.training import (
+        experiment_subsets,
+        load_dataset,
+        normalize,
+        train_run,
+    )
     from cnnzoo.layers import get_act, resolve_act
 
     data = load_dataset(s.data, ctx.data_root)
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     ctx.seeds += [
         f"{ctx.seed}: training subset, initialisation and data order (the same for every activation)",
         f"{ctx.seed + 1}: test subset",

@@ -27,7 +27,7 @@ from torch import nn
 from cnnzoo.experiments.report import ExperimentResult, Figure, Finding, Table
 from cnnzoo.experiments.runner import Context, Experiment
 
-__all__ = ["EXPERIMENT", "PlainStack", "Settings", "signal_rms", "steps_to"]
+__all__ = ["EXPERIMENT", "PlainStack", "Settings", "signal_rms"]
 
 
 class PlainStack(nn.Module):
@@ -134,27 +134,19 @@ ARMS = ("bn", "nobn", "nobn_low")
 NEAR_CHANCE = 0.05
 
 
-def steps_to(steps: list[float], accs: list[float], target: float, start: float) -> float | None:
-    """The step at which accuracy first reaches `target`, interpolated linearly between
-    evaluations from (0, `start`); None when it never does."""
-    from cnnzoo.experiments.activations import time_to_target
-
-    return time_to_target(steps, accs, target, start)
-
-
 def run(s: Settings, ctx: Context) -> ExperimentResult:
+    from cnnzoo.experiments.activations import time_to_target
     from cnnzoo.experiments.training import (
+        experiment_subsets,
         load_dataset,
         normalize,
         resolve_data,
-        stratified_subset,
         train_run,
     )
     from cnnzoo.train import NonFiniteLossError
 
     data = load_dataset(resolve_data(s.data, ctx.data_root), ctx.data_root)
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     ctx.seeds += [
         f"{ctx.seed}: training subset, the weights every arm starts from, data order",
         f"{ctx.seed + 1}: test subset",
@@ -285,8 +277,8 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             )
         else:
             target = max(best["val"])
-            with_bn = steps_to(bn["steps"], bn["val"], target, chance)
-            without = steps_to(best["steps"], best["val"], target, chance)
+            with_bn = time_to_target(bn["steps"], bn["val"], target, chance)
+            without = time_to_target(best["steps"], best["val"], target, chance)
             held = with_bn is not None and with_bn < without
             evidence = (
                 f"the best run without BN (lr {best['lr']:g}) peaks at {100 * target:.1f}% validation accuracy "

@@ -262,9 +262,9 @@ def classifier_rotation(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> d
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.experiments.training import (
         PRECISE_BN_NOTE,
+        experiment_subsets,
         load_dataset,
         normalize,
-        stratified_subset,
         train_run,
     )
     from cnnzoo.registry import create_model
@@ -276,8 +276,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             f"the equivariance experiment needs square images with sides divisible by 4 (two exact 2x2 "
             f"poolings), {s.data} has {h}x{w}; use fashion-mnist or mnist"
         )
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     ctx.seeds += [
         f"{ctx.seed}: training subset, initialisations and data order",
         f"{ctx.seed + 1}: test subset",

@@ -154,13 +154,12 @@ def _load(s: Settings, ctx: Context):
 
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
-    from cnnzoo.experiments.training import PRECISE_BN_NOTE, stratified_subset, train_run
+    from cnnzoo.experiments.training import PRECISE_BN_NOTE, experiment_subsets, train_run
 
     check(s, ctx)  # the runner has checked already; a direct call checks here
     weights = {m: resolve_weights(s, m) for m in s.finetune}
     data = _load(s, ctx)
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     ctx.seeds += [
         f"{ctx.seed}: training subset, every initialisation (the fresh heads too) and data order",
         f"{ctx.seed + 1}: test subset",

@@ -105,6 +105,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
 
 def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.experiments.training import (
+        experiment_subsets,
         load_dataset,
         normalize,
         resolve_data,
@@ -115,8 +116,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.train import NonFiniteLossError
 
     data = load_dataset(resolve_data(s.data, ctx.data_root), ctx.data_root)
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     # The measuring batch: training images the runs do not train on, the same for every net.
     pool = torch.ones(data.train[1].shape[0], dtype=torch.bool)
     pool[train_idx] = False

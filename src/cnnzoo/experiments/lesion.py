@@ -106,17 +106,16 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.experiments.training import (
         PRECISE_BN_NOTE,
         accuracy,
+        experiment_subsets,
         load_dataset,
         normalize,
         predict,
         resolve_data,
-        stratified_subset,
         train_run,
     )
 
     data = load_dataset(resolve_data(s.data, ctx.data_root), ctx.data_root)
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     ctx.seeds += [
         f"{ctx.seed}: training subset, both nets' initialisation and data order",
         f"{ctx.seed + 1}: test subset",

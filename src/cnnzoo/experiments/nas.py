@@ -225,6 +225,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     from cnnzoo.experiments.training import (
         PRECISE_BN_NOTE,
         Dataset,
+        experiment_subsets,
         load_dataset,
         options_note,
         stratified_subset,
@@ -291,8 +292,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     best = max(pool.values(), key=lambda c: (c.score, -c.macs))
     ctx.log(f"best candidate {best.spec.arch}: proxy accuracy {100 * best.score:.2f}%; training it fully")
 
-    train_idx = stratified_subset(data.train[1], s.train_size, ctx.seed)
-    test_idx = stratified_subset(data.test[1], s.test_size, ctx.seed + 1)
+    train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
     finals = {}
     found = "found by search"
     for name, model, kwargs in [

@@ -100,6 +100,17 @@ def load_dataset(name: str, root: str | None = None) -> Dataset:
     return Dataset(name, train, test, info)
 
 
+def experiment_subsets(
+    data: Any, train_size: int, test_size: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stratified training and test subsets of an experiment: the training one fixed by
+    `seed`, the test one by `seed + 1` (the seeds every report lists)."""
+    return (
+        stratified_subset(data.train[1], train_size, seed),
+        stratified_subset(data.test[1], test_size, seed + 1),
+    )
+
+
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """`n` indices with the classes in their overall proportions, fixed by `seed` (all of them
     when n <= 0 or n >= len(labels)). The order is stratified too: every prefix of the result is
