@@ -180,15 +180,6 @@ _WRITERS: dict[str, Callable[[nn.Module, torch.Tensor, Path, bool], None]] = {
 }
 
 
-def _busy(threads: int) -> bool:
-    """Fewer free cores than `threads` (the same test as `cnnzoo.train.progress.warn_if_busy`)."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return False
-    return load + threads > (os.cpu_count() or 1) + 0.5
-
-
 def onnx_session(
     path: str | os.PathLike | bytes, *, threads: int | None = None, mem_pattern: bool = True
 ) -> Any:
@@ -211,7 +202,9 @@ def onnx_session(
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     opts.enable_mem_pattern = mem_pattern
-    if _busy(opts.intra_op_num_threads):
+    from cnnzoo.train.progress import busy_load
+
+    if busy_load(opts.intra_op_num_threads) is not None:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(
         path if isinstance(path, bytes) else os.fspath(path), opts, providers=["CPUExecutionProvider"]

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import TextIO
 
-__all__ = ["ProgressBar", "warn_if_busy"]
+__all__ = ["ProgressBar", "busy_load", "warn_if_busy"]
 
 
 class ProgressBar:
@@ -54,6 +54,16 @@ class ProgressBar:
 _warned = False
 
 
+def busy_load(threads: int) -> tuple[float, int] | None:
+    """(load average, cores) when the machine has fewer free cores than `threads`, else None."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return None
+    cores = os.cpu_count() or 1
+    return (load, cores) if load + threads > cores + 0.5 else None
+
+
 def warn_if_busy(threads: int, consequence: str) -> None:
     """Warn on stderr when the machine has fewer free cores than `threads`.
 
@@ -63,12 +73,9 @@ def warn_if_busy(threads: int, consequence: str) -> None:
     global _warned
     if _warned:  # once per process: later runs of the same process (experiments) see its own load
         return
-    try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return
-    cores = os.cpu_count() or 1
-    if load + threads > cores + 0.5:
+    busy = busy_load(threads)
+    if busy is not None:
+        load, cores = busy
         print(
             f"cnnzoo: warning: the machine is busy (load {load:.1f} on {cores} cores) for {threads} "
             f"threads; {consequence}. Use --threads N with N <= the free cores, or set OMP_WAIT_POLICY=PASSIVE",
