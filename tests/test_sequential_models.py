@@ -254,3 +254,27 @@ def test_alexnet_2gpu_grouped_conv_is_two_gpus() -> None:
         torch.testing.assert_close(conv2(x), torch.cat(gpu, 1))
         shapes = output_shapes(model, torch.randn(1, 3, 227, 227), (nn.Conv2d,))
     assert shapes == [(96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13), (256, 13, 13)]
+
+
+def test_lenet5_initialisations() -> None:
+    """Glorot & Bengio's scale for the saturating nets (x 4 for the sigmoid), the paper's
+    +-2.4 / fan-in on request, PyTorch's layer default for the ReLU net."""
+    import math
+
+    def bound(model: nn.Module) -> float:  # the largest |weight| of fc1 (400 -> 120)
+        return float(model.fc1.weight.abs().max())
+
+    torch.manual_seed(0)
+    glorot_fc1 = math.sqrt(6 / (400 + 120))
+    sig, tanh = lenet5(), lenet5(act="tanh")
+    assert sig.init == tanh.init == "glorot"
+    assert 0.95 * 4 * glorot_fc1 < bound(sig) <= 4 * glorot_fc1
+    assert 0.95 * glorot_fc1 < bound(tanh) <= glorot_fc1
+    assert float(sig.conv1.bias.abs().max()) == 0.0
+    relu = lenet5(act="relu")
+    assert relu.init == "torch" and 0.95 / math.sqrt(400) < bound(relu) <= 1 / math.sqrt(400)
+    lecun = lenet5(init="lecun")
+    assert 0.95 * 2.4 / 400 < bound(lecun) <= 2.4 / 400
+    assert 0.95 * 2.4 / 25 < float(lecun.conv1.weight.abs().max()) <= 2.4 / 25
+    with pytest.raises(ValueError, match="init must be one of"):
+        lenet5(init="he")

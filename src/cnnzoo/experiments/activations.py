@@ -172,6 +172,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
         train_run,
     )
     from cnnzoo.layers import get_act, resolve_act
+    from cnnzoo.registry import model_info
 
     data = load_dataset(s.data, ctx.data_root)
     train_idx, test_idx = experiment_subsets(data, s.train_size, s.test_size, ctx.seed)
@@ -182,6 +183,9 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
     chance = 1 / data.info.num_classes
     # The first training images of the (shuffled) subset: the same probe for every activation.
     probe_x = normalize(data.train[0][train_idx[: s.probe_size]], data.info)
+    # One initialisation for every activation, so that only the non-linearity changes (LeNet-5
+    # otherwise starts its sigmoid and tanh nets from Glorot's scale, its ReLU nets from torch's).
+    same_init = {"init": "torch"} if model_info(s.model).family == "lenet" else {}
     runs = {}
     for act in s.acts:
         act = resolve_act(act)
@@ -205,7 +209,7 @@ def run(s: Settings, ctx: Context) -> ExperimentResult:
             weight_decay=0.0,
             schedule="constant",
             seed=ctx.seed,
-            model_kwargs={"act": act, "pool": "max"},
+            model_kwargs={"act": act, "pool": "max", **same_init},
             probe=probe,
         )
 

@@ -16,6 +16,16 @@ lecture's count: the paper's 32x32 input is the 28x28 digit padded by 2, done he
 padding; its C3 connects each map to a subset of S2's maps (1,516 weights), here to all six
 (2,416); its S2/S4 have a trainable coefficient and bias per map and its output layer is RBF
 units, here plain pooling and a Linear layer.
+
+Initialisation: the 1998 paper drew each weight uniformly from +-2.4 / fan-in, a scale chosen for
+its squashing units; PyTorch's layer default (uniform in +-1 / sqrt(fan-in)) is a generic
+scale. The sigmoid and tanh nets start from Glorot & Bengio's uniform (2010, "Understanding the
+difficulty of training deep feedforward neural networks"), scaled by 4 for the sigmoid, whose
+slope at 0 is 1/4 (their derivation assumes a unit slope; Bengio 2012, arXiv:1206.5533, gives
+the factor). Measured in this project, 5 epochs of the `lenet-fast` recipe on Fashion-MNIST (test top-1
+of the epoch selected on validation, seed 0): 89.50% from PyTorch's default, 89.94% from plain
+Glorot, 90.30% from Glorot x 4; seeds 0-4 of the last 90.01-90.30%. `init="torch"` keeps
+PyTorch's default (the ReLU nets' default), `init="lecun"` draws the paper's.
 """
 
 from __future__ import annotations
@@ -38,6 +48,12 @@ _AVG_POOL_ACTS = ("sigmoid", "tanh")
 # Smallest img_size whose map survives both pools: 12 -> conv1 12 -> pool 6 -> conv2 2 -> pool 1.
 _MIN_IMG_SIZE = 12
 
+INITS = ("torch", "glorot", "lecun")
+
+# Glorot's scale times the activation's slope at 0 should be 1: the sigmoid's is 1/4, tanh's 1;
+# a rectifier halves the variance, hence He et al.'s sqrt(2) (2015, arXiv:1502.01852) for the rest.
+_GLOROT_GAIN = {"sigmoid": 4.0, "tanh": 1.0}
+
 
 def _after_trunk(img_size: int) -> int:
     """Side of the map after pool2: conv1 keeps the size, a pool halves it, conv2 takes 4 away."""
@@ -56,6 +72,9 @@ class LeNet5(ZooModel):
             pooling for any other activation (the "modern" LeNet).
         img_size: the H = W the net is built for. The flatten fixes the head to one input size, so
             other sizes are refused with a ValueError; 12 is the smallest that fits both pools.
+        init: "glorot" (Glorot & Bengio 2010, x 4 for the sigmoid), "lecun" (the 1998 paper's
+            +-2.4 / fan-in) or "torch" (PyTorch's layer default); biases start at 0 except under
+            "torch". None picks "glorot" for sigmoid/tanh and "torch" for any other activation.
     """
 
     def __init__(
@@ -66,6 +85,7 @@ class LeNet5(ZooModel):
         act: str = "sigmoid",
         pool: str | None = None,
         img_size: int = 28,
+        init: str | None = None,
     ) -> None:
         super().__init__()
         act = resolve_act(act)
@@ -73,12 +93,16 @@ class LeNet5(ZooModel):
             pool = "avg" if act in _AVG_POOL_ACTS else "max"
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
+        if init is None:
+            init = "glorot" if act in _AVG_POOL_ACTS else "torch"
+        if init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if img_size < _MIN_IMG_SIZE:
             raise ValueError(
                 f"LeNet-5 needs img_size >= {_MIN_IMG_SIZE} to survive both pools, got {img_size}"
             )
         self.in_chans, self.num_classes = in_chans, num_classes
-        self.act_name, self.pool_type, self.img_size = act, pool, img_size
+        self.act_name, self.pool_type, self.img_size, self.init = act, pool, img_size, init
         # Only one size passes the flatten, so it is also the smallest accepted.
         self.fixed_input_size = self.min_input_size = img_size
         pool_cls = nn.AvgPool2d if pool == "avg" else nn.MaxPool2d
@@ -102,6 +126,21 @@ class LeNet5(ZooModel):
         self.num_features = 84
         self.head_name = "fc3"
         self.fc3 = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Draw the weights as `self.init` says (the layers' own init already gave "torch")."""
+        if self.init == "torch":
+            return
+        gain = _GLOROT_GAIN.get(self.act_name, nn.init.calculate_gain("relu"))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                if self.init == "glorot":
+                    nn.init.xavier_uniform_(m.weight, gain=gain)
+                else:  # the paper's appendix C: uniform in +-2.4 / F_i, F_i the unit's inputs
+                    bound = 2.4 / m.weight[0].numel()
+                    nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.act1(self.conv1(x)))
