@@ -545,3 +545,18 @@ def test_fast_recipe_from_the_cli_trains_and_says_its_settings(tmp_path, capsys)
     assert final["epochs"] == 1 and math.isfinite(final["train_loss"])
     saved = json.loads((tmp_path / "fast" / "config.json").read_text())
     assert saved["recipe"] == "lenet-relu-fast" and saved["model_kwargs"] == {"act": "relu"}
+
+
+def test_busy_warning_needs_a_core_taken(monkeypatch) -> None:
+    """The residue of a finished job (or this process's own start) does not warn; a second job
+    keeping a core busy does."""
+    import os
+
+    from cnnzoo.train.progress import busy_load
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for load, busy in ((0.54, False), (1.0, False), (1.3, True), (2.0, True)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert (busy_load(2) is not None) is busy, load
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.3, 1.3, 1.3))
+    assert busy_load(1) is None  # one thread still has a free core
