@@ -13,6 +13,10 @@ The baselines are what a competent user does with torchvision's own model, no cn
   under `torch.no_grad`;
 - torchvision ONNX Runtime: the same model exported with `torch.onnx.export(dynamo=True)` and
   run by ONNX Runtime with every graph optimisation (the same session options as cnnzoo's);
+- torchvision OpenVINO, when the `openvino` package is installed (it is not a cnnzoo
+  dependency): the same model converted by `openvino.convert_model` and compiled for the CPU
+  with fp32 inference precision (OpenVINO's default on a CPU with bf16 units is bf16) and a
+  latency hint: a second runtime a user could reach for;
 - torchvision eager (the naive baseline): NCHW, fp32, `torch.inference_mode`.
 
 cnnzoo's paths are `cnnzoo.deploy.fastest`'s: channels_last, folded (BN folded into the convs),
@@ -100,6 +104,29 @@ def tv_onnxruntime(tv: torch.nn.Module, x: torch.Tensor) -> Run:
     return run
 
 
+def openvino_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def tv_openvino(tv: torch.nn.Module, x: torch.Tensor) -> Run:
+    import openvino
+
+    ov_model = openvino.convert_model(copy.deepcopy(tv), example_input=x)
+    config = {
+        "INFERENCE_PRECISION_HINT": "f32",  # exact, like the other fp32 columns
+        "INFERENCE_NUM_THREADS": torch.get_num_threads(),
+        "PERFORMANCE_HINT": "LATENCY",
+    }
+    request = openvino.Core().compile_model(ov_model, "CPU", config).create_infer_request()
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer({0: inp.contiguous().numpy()})[0].copy())
+
+    return run
+
+
 def matmul(n: int = 2048) -> Callable[[], float]:
     """A timed n x n fp32 matrix product, returning its GFLOP/s: the machine's practical ceiling."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -132,6 +159,8 @@ def run_case(name: str, batch: int, paths: list[str], rounds: int, warmup: int) 
     builders: dict[str, Callable[[], Run]] = {"tv compiled": lambda: tv_compiled(tv, x)}
     if onnx_available():
         builders["tv onnxruntime"] = lambda: tv_onnxruntime(tv, x)
+    if openvino_available():
+        builders["tv openvino"] = lambda: tv_openvino(tv, x)
     for p in paths:
         builders[p] = lambda p=p: build_path(p, model, x)[0]
     for k, build in builders.items():
@@ -210,7 +239,13 @@ def main() -> int:
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
         flush=True,
     )
-    cols = ["tv eager", "tv compiled", "tv onnxruntime", *paths]
+    cols = [
+        "tv eager",
+        "tv compiled",
+        "tv onnxruntime",
+        *(["tv openvino"] if openvino_available() else []),
+        *paths,
+    ]
     print(
         "| model | batch | "
         + " | ".join(f"{p} img/s" for p in cols)
