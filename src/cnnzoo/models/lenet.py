@@ -22,10 +22,10 @@ its squashing units; PyTorch's layer default (uniform in +-1 / sqrt(fan-in)) is 
 scale. The sigmoid and tanh nets start from Glorot & Bengio's uniform (2010, "Understanding the
 difficulty of training deep feedforward neural networks"), scaled by 4 for the sigmoid, whose
 slope at 0 is 1/4 (their derivation assumes a unit slope; Bengio 2012, arXiv:1206.5533, gives
-the factor). Measured in this project, 5 epochs of the `lenet-fast` recipe on Fashion-MNIST (test top-1
-of the epoch selected on validation, seed 0): 89.50% from PyTorch's default, 89.94% from plain
-Glorot, 90.30% from Glorot x 4; seeds 0-4 of the last 90.01-90.30%. `init="torch"` keeps
-PyTorch's default (the ReLU nets' default), `init="lecun"` draws the paper's.
+the factor). Measured in this project, 5 epochs of the `lenet-fast` recipe on Fashion-MNIST
+(test top-1 of the epoch selected on validation, seed 0): 89.50% from PyTorch's default, 89.94%
+from plain Glorot, 90.30% from Glorot x 4; seeds 0-4 of the last 90.01-90.30%. `init="torch"`
+keeps PyTorch's default (the ReLU nets' default), `init="lecun"` draws the paper's.
 """
 
 from __future__ import annotations

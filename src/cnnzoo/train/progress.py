@@ -63,7 +63,8 @@ def busy_load(threads: int) -> tuple[float, int] | None:
     cores = os.cpu_count() or 1
     # One core of slack: the 1-minute average still holds the last minute's jobs as they decay,
     # and this process's own start (reading data, building the model) - an idle machine asked
-    # for every core read 0.5 here and warned. A second job that keeps one core busy still warns.
+    # for every core read 0.5 here and warned. A second job that keeps a core busy reads above 1
+    # once this process's start is added to it, and warns.
     return (load, cores) if load + threads > cores + 1 else None
 
 

@@ -252,10 +252,11 @@ _ADAMW_NO_BN = Recipe(
 # `cnnzoo eval` read the plain weights of one forward pass.
 #
 # LeNet-5 to 90% Fashion-MNIST test top-1: the modern LeNet (ReLU, max pooling; the 1998 net's
-# sigmoids and average pooling need 5 epochs to reach 90%, see lenet-fast), one-cycle AdamW at batch 256, label smoothing 0.1 (Szegedy et al. 2015,
-# arXiv:1512.00567). Tuned in this project, seed 0, as `cnnzoo train` runs it (54,000 training
-# images, the rest validation), test top-1 after the last epoch; the plain loop it races (the
-# issue's: same net, AdamW one-cycle peak 0.01, batch 256, all 60,000 images) gave 90.22%:
+# sigmoids and average pooling need 5 epochs to reach 90%, see lenet-fast), one-cycle AdamW at
+# batch 256, label smoothing 0.1 (Szegedy et al. 2015, arXiv:1512.00567). Tuned in this project,
+# seed 0, as `cnnzoo train` runs it (54,000 training images, the rest validation), test top-1
+# after the last epoch; the plain loop it races (the issue's: same net, AdamW one-cycle peak
+# 0.01, batch 256, all 60,000 images) gave 90.22%:
 #   batch 256, 3 epochs, peak 0.01 / 0.03:                   89.80 / 89.78%
 #   batch 512, 3 epochs, peak 0.04:                          89.48%
 #   batch 256, 3 epochs, peak 0.01, label smoothing 0.1:     90.27%
