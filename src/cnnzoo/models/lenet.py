@@ -41,9 +41,9 @@ from cnnzoo.registry import register
 
 __all__ = ["LeNet5"]
 
-# 1998's units saturate, and averaging is what the paper's subsampling layers did; a ReLU-family
-# net of the 2010s pools with max instead.
-_AVG_POOL_ACTS = ("sigmoid", "tanh")
+# 1998's units saturate: averaging is what the paper's subsampling layers did, and their start
+# needs Glorot's scale; a ReLU-family net of the 2010s pools with max and keeps torch's start.
+_SATURATING_ACTS = ("sigmoid", "tanh")
 
 # Smallest img_size whose map survives both pools: 12 -> conv1 12 -> pool 6 -> conv2 2 -> pool 1.
 _MIN_IMG_SIZE = 12
@@ -90,11 +90,11 @@ class LeNet5(ZooModel):
         super().__init__()
         act = resolve_act(act)
         if pool is None:
-            pool = "avg" if act in _AVG_POOL_ACTS else "max"
+            pool = "avg" if act in _SATURATING_ACTS else "max"
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
         if init is None:
-            init = "glorot" if act in _AVG_POOL_ACTS else "torch"
+            init = "glorot" if act in _SATURATING_ACTS else "torch"
         if init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {init!r}")
         if img_size < _MIN_IMG_SIZE:
@@ -126,9 +126,9 @@ class LeNet5(ZooModel):
         self.num_features = 84
         self.head_name = "fc3"
         self.fc3 = nn.Linear(84, num_classes) if num_classes > 0 else nn.Identity()
-        self.reset_parameters()
+        self._init_weights()
 
-    def reset_parameters(self) -> None:
+    def _init_weights(self) -> None:
         """Draw the weights as `self.init` says (the layers' own init already gave "torch")."""
         if self.init == "torch":
             return
